@@ -1,0 +1,44 @@
+# `make run` and `make test` are all a fresh machine needs (Python 3.11+).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: run test lint serve bench soak e2e clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## run: install, migrate the configured database (SQLite todoapp.db by default), serve with reload
+run: $(VENV)/.runtime
+	$(BIN)/alembic upgrade head
+	$(BIN)/uvicorn todoapp.main:app --reload --host $(HOST) --port $(PORT)
+
+## lint: ruff (lint and format check) and mypy
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## test: install, lint, then the whole suite on SQLite and PostgreSQL
+test: lint
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+## serve: production serving, $(WORKERS) workers with uvloop and httptools
+serve: $(VENV)/.runtime
+	$(BIN)/alembic upgrade head
+	$(BIN)/uvicorn todoapp.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) \
+		--loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 20
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,69 @@
+"""Alembic's entry point: the URL comes from todoapp's Settings, never from alembic.ini."""
+
+import warnings
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy import Connection, create_engine, pool
+from sqlalchemy.engine import make_url
+
+from todoapp import models  # noqa: F401  (registers the tables on Base.metadata)
+from todoapp.config import get_settings
+from todoapp.database import Base
+
+config = context.config
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+
+# SQLite cannot reflect the lower(...) unique indexes, so autogenerate skips them
+# there; PostgreSQL compares them.
+warnings.filterwarnings("ignore", message=".*expression-based index.*")
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
+        render_as_batch=connection.dialect.name == "sqlite",
+        transaction_per_migration=True,
+    )
+
+
+def _database_url() -> str:
+    # Tests and tools may hand over a URL programmatically; otherwise DATABASE_URL.
+    url = make_url(config.attributes.get("database_url") or get_settings().database_url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    return url.render_as_string(hide_password=False)
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=_database_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    # A plain engine: no foreign-key PRAGMA, since batch mode on SQLite drops and
+    # recreates tables that other tables refer to.
+    engine = create_engine(_database_url(), poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        _configure(connection)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,38 @@
+-- todoapp's schema at the head revision, as plain PostgreSQL DDL.
+-- `psql -f schema.sql` on an empty database gives what `alembic upgrade head` gives
+-- (tests/test_schema.py compares the two). Alembic owns the schema: change the
+-- migrations first, then this file.
+
+CREATE TABLE users (
+    id            SERIAL,
+    email         varchar(200) NOT NULL,
+    username      varchar(45)  NOT NULL,
+    firstname     varchar(45),
+    lastname      varchar(45),
+    hash_password varchar(200) NOT NULL,
+    is_active     boolean      NOT NULL DEFAULT true,
+    role          varchar(45)  NOT NULL DEFAULT 'user',
+    token_version integer      NOT NULL DEFAULT 0,
+    CONSTRAINT users_pkey PRIMARY KEY (id),
+    CONSTRAINT ck_users_role CHECK (role IN ('user', 'admin'))
+);
+
+CREATE UNIQUE INDEX uq_users_lower_username ON users (lower(username));
+CREATE UNIQUE INDEX uq_users_lower_email ON users (lower(email));
+
+CREATE TABLE todos (
+    id          SERIAL,
+    title       varchar(200) NOT NULL,
+    description varchar(200) NOT NULL DEFAULT '',
+    priority    integer      NOT NULL,
+    complete    boolean      NOT NULL DEFAULT false,
+    owner_id    integer      NOT NULL,
+    created_at  timestamptz  NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    updated_at  timestamptz  NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    CONSTRAINT todos_pkey PRIMARY KEY (id),
+    CONSTRAINT fk_todos_owner_id_users FOREIGN KEY (owner_id)
+        REFERENCES users (id) ON DELETE CASCADE,
+    CONSTRAINT ck_todos_priority CHECK (priority BETWEEN 1 AND 5)
+);
+
+CREATE INDEX ix_todos_owner_id ON todos (owner_id);

@@ -1,0 +1,72 @@
+"""Settings from the environment and `.env` (pydantic-settings), and get_settings()."""
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Only ever accepted when ENVIRONMENT=development; see Settings.check_secret_key.
+DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
+MIN_SECRET_KEY_BYTES = 32
+
+
+class ConfigError(Exception):
+    """A setting that makes it unsafe or impossible to start; the message is one line."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./todoapp.db"
+    secret_key: str = DEVELOPMENT_SECRET_KEY
+    access_token_expire_minutes: int = Field(default=30, ge=1, le=60 * 24 * 365)
+    environment: str = "development"
+    cors_origins: Annotated[list[str], NoDecode] = []
+    redis_url: str | None = None
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_seconds: int = Field(default=15 * 60, ge=1)
+    # 12 in production; the test suite sets 4 so that hashing does not dominate it.
+    bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+    # Threads that run sync routes in one worker; the PostgreSQL pool gets as many
+    # connections, so a request never waits for a connection while holding a thread.
+    worker_threads: int = Field(default=20, ge=1, le=1000)
+    db_pool_timeout: float = Field(default=5.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def uses_development_secret(self) -> bool:
+        return self.secret_key == DEVELOPMENT_SECRET_KEY
+
+    def check_secret_key(self) -> None:
+        """Refuse an unsafe SECRET_KEY outside development (raises ConfigError)."""
+        if self.environment == "development":
+            return
+        if self.uses_development_secret:
+            raise ConfigError(
+                f"SECRET_KEY is the built-in development key, which ENVIRONMENT="
+                f"{self.environment} refuses: set SECRET_KEY to a random value of at "
+                f"least {MIN_SECRET_KEY_BYTES} bytes"
+            )
+        if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(
+                f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes, which "
+                f"ENVIRONMENT={self.environment} refuses: set a longer random value"
+            )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,130 @@
+"""The engine, the session factory and the declarative Base (with a naming convention)."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from todoapp.config import Settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    # PostgreSQL's own default, which the original schema's tables already carry.
+    "pk": "%(table_name)s_pkey",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take
+        # it over (SQLAlchemy's documented recipe), and enforce foreign keys, which
+        # SQLite leaves off unless every connection asks.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        if wal:  # readers and one writer at once, instead of one at a time
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def make_engine(url: str, settings: Settings) -> Engine:
+    """One engine per process, built from the settings."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            parsed,
+            # FastAPI runs sync routes in a threadpool; a connection may be checked
+            # out by one thread and returned by another.
+            connect_args={"check_same_thread": False},
+            pool_size=settings.worker_threads,
+            max_overflow=0,
+            pool_timeout=settings.db_pool_timeout,
+        )
+        _configure_sqlite(engine, wal=parsed.database not in (None, "", ":memory:"))
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return create_engine(
+        parsed,
+        pool_size=settings.worker_threads,
+        max_overflow=0,
+        pool_timeout=settings.db_pool_timeout,
+        # A restarted database leaves dead connections in the pool; test each one
+        # before use so that the restart is invisible to requests.
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5, "options": "-c timezone=UTC"},
+    )
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    # Objects stay readable after commit: responses are built from them without
+    # another round trip (server-filled columns come back through RETURNING).
+    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class SchemaNotReady(Exception):
+    """The database is reachable but not at the head revision; the message says why."""
+
+
+@lru_cache
+def head_revision() -> str:
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    if head is None:  # pragma: no cover - the repository always has migrations
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+class Database:
+    """The engine and session factory, plus what /readyz and start-up need to know."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.session_factory = make_session_factory(engine)
+        self.head = head_revision()
+        self._schema_ready = False
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def schema_problem(self) -> str | None:
+        """None at the head revision, else why not (raises if the database is down)."""
+        current = self.current_revision()
+        if current == self.head:
+            return None
+        if current is None:
+            return f"database has no schema: run `alembic upgrade head` (head is {self.head})"
+        return (
+            f"database is at revision {current}, not the head {self.head}: "
+            "run `alembic upgrade head`"
+        )
+
+    def ensure_schema_ready(self) -> None:
+        # Checked until it first holds, then never again: free on the hot path.
+        if self._schema_ready:
+            return
+        problem = self.schema_problem()
+        if problem is not None:
+            raise SchemaNotReady(problem)
+        self._schema_ready = True

@@ -1,0 +1,29 @@
+"""Domain errors raised by the services; main.py maps each to one HTTP status."""
+
+
+class DomainError(Exception):
+    """A rule of the domain refused the request; `detail` is safe to show the client."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInput(DomainError):
+    """Well-formed but wrong, e.g. the current password does not match (400)."""
+
+
+class NotAuthenticated(DomainError):
+    """Bad credentials or an unusable token (401, with `WWW-Authenticate: Bearer`)."""
+
+
+class PermissionDenied(DomainError):
+    """Known, but not allowed: a disabled account, a non-admin on /admin (403)."""
+
+
+class NotFound(DomainError):
+    """The thing does not exist, or is not the caller's to see (404)."""
+
+
+class Conflict(DomainError):
+    """The request clashes with the current state, e.g. a taken username (409)."""

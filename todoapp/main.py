@@ -1,0 +1,135 @@
+"""create_app(): the app, its routers, middleware, error handlers and docs."""
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from todoapp.config import ConfigError, Settings, get_settings
+from todoapp.database import Database, SchemaNotReady, make_engine
+from todoapp.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    PermissionDenied,
+)
+from todoapp.middleware import RequestContextMiddleware
+from todoapp.routers import admin, auth, operations, todos, users
+from todoapp.throttle import make_failure_store
+
+logger = logging.getLogger("todoapp")
+
+_STATUS = {
+    InvalidInput: 400,
+    NotAuthenticated: 401,
+    PermissionDenied: 403,
+    NotFound: 404,
+    Conflict: 409,
+}
+DATABASE_UNAVAILABLE = "database unavailable"
+
+
+def _configure_logging(settings: Settings) -> None:
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(settings.log_level)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def domain_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DomainError)
+        status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"detail": exc.detail}, status_code=status, headers=headers)
+
+    async def schema_not_ready(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DBAPIError) and not (
+            isinstance(exc, OperationalError) or exc.connection_invalidated
+        ):
+            raise exc  # a real defect: let the middleware answer 500 and log it
+        logger.warning("database unavailable (%s) on %s", type(exc).__name__, request.url.path)
+        return JSONResponse({"detail": DATABASE_UNAVAILABLE}, status_code=503)
+
+    app.add_exception_handler(DomainError, domain_error)
+    app.add_exception_handler(SchemaNotReady, schema_not_ready)
+    for kind in (OperationalError, DisconnectionError, PoolTimeoutError, DBAPIError):
+        app.add_exception_handler(kind, database_unavailable)
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    _configure_logging(settings)
+    database = database or Database(make_engine(settings.database_url, settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.uses_development_secret:
+            logger.warning(
+                "SECRET_KEY is the built-in development key: fine on your machine, "
+                "refused when ENVIRONMENT is not development"
+            )
+        # Our own access line replaces uvicorn's, which would also log query strings.
+        logging.getLogger("uvicorn.access").disabled = True
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        try:
+            problem = database.schema_problem()
+        except Exception as exc:  # the app still starts; /readyz reports it
+            logger.warning("database unavailable at start-up (%s)", type(exc).__name__)
+        else:
+            if problem is not None:
+                logger.error("%s", problem)
+        yield
+        database.engine.dispose()
+
+    app = FastAPI(
+        title="todoapp",
+        version="1.0.0",
+        summary="Todos and users over a small, strict REST API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.login_failures = make_failure_store(
+        settings.redis_url, settings.login_max_failures, settings.login_window_seconds
+    )
+    for router in (auth.router, users.router, todos.router, admin.router, operations.router):
+        app.include_router(router)
+    _install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Location", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def _app_from_environment() -> FastAPI:
+    settings = get_settings()
+    try:
+        settings.check_secret_key()
+    except ConfigError as exc:
+        print(f"todoapp: refusing to start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return create_app(settings)
+
+
+app = _app_from_environment()

@@ -1,0 +1,89 @@
+"""User and Todo, mirroring the `users` and `todos` tables that the migrations create."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    FetchedValue,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    func,
+    text,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import FunctionElement
+
+from todoapp.database import Base
+
+ROLES = ("user", "admin")
+
+
+class utcnow(FunctionElement[datetime]):
+    """The current UTC time, computed by the database."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(utcnow)
+def _utcnow_default(_element: Any, _compiler: Any, **_kw: Any) -> str:
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(utcnow, "sqlite")
+def _utcnow_sqlite(_element: Any, _compiler: Any, **_kw: Any) -> str:
+    # Millisecond resolution, so that updated_at moves on two changes in one second.
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        Index("uq_users_lower_username", func.lower(text("username")), unique=True),
+        Index("uq_users_lower_email", func.lower(text("email")), unique=True),
+        CheckConstraint("role IN ('user', 'admin')", name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(200))
+    username: Mapped[str] = mapped_column(String(45))
+    firstname: Mapped[str | None] = mapped_column(String(45))
+    lastname: Mapped[str | None] = mapped_column(String(45))
+    hash_password: Mapped[str] = mapped_column(String(200))
+    is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    role: Mapped[str] = mapped_column(String(45), server_default="user")
+    # Bumped by logout, a password change and disabling: older tokens stop working.
+    token_version: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    todos: Mapped[list["Todo"]] = relationship(
+        back_populates="owner", passive_deletes=True
+    )
+
+
+class Todo(Base):
+    __tablename__ = "todos"
+    __table_args__ = (CheckConstraint("priority BETWEEN 1 AND 5", name="priority"),)
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(200), server_default="")
+    priority: Mapped[int] = mapped_column(Integer)
+    complete: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=FetchedValue()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=FetchedValue(), onupdate=utcnow()
+    )
+
+    owner: Mapped[User] = relationship(back_populates="todos")

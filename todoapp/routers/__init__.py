@@ -1,0 +1,1 @@
+"""Thin HTTP mapping: parse, call a service, shape the answer."""

@@ -1,0 +1,106 @@
+"""/admin: every user's todos and accounts; role `admin` only."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from todoapp.deps import AdminUser, IdPath, Limit, Offset, SessionDep, TodoQueryDep
+from todoapp.routers.responses import AUTHED, BODY, errors
+from todoapp.routers.todos import page_of_todos
+from todoapp.schemas import AdminUserUpdate, Page, Role, SearchText, TodoOut, UserOut
+from todoapp.services import todos, users
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+ADMIN = (*AUTHED, 403)
+
+
+@router.get(
+    "/todos",
+    summary="List todos across owners",
+    operation_id="admin-todos-list",
+    responses=errors(*ADMIN),
+)
+def list_todos(
+    _admin: AdminUser,
+    db: SessionDep,
+    query: TodoQueryDep,
+    owner_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> Page[TodoOut]:
+    scoped = todos.TodoQuery(
+        complete=query.complete, priority=query.priority, q=query.q, sort=query.sort,
+        owner_id=owner_id,
+    )
+    items, total = todos.list_todos(db, scoped, limit=limit, offset=offset)
+    return page_of_todos(items, total, limit, offset)
+
+
+@router.delete(
+    "/todos/{todo_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete any todo",
+    operation_id="admin-todos-delete",
+    responses=errors(*ADMIN, 404),
+)
+def delete_todo(todo_id: IdPath, _admin: AdminUser, db: SessionDep) -> None:
+    todos.delete_todo(db, todo_id, owner_id=None)
+
+
+@router.get(
+    "/users",
+    summary="List users (ordered by id)",
+    operation_id="admin-users-list",
+    responses=errors(*ADMIN),
+)
+def list_users(
+    _admin: AdminUser,
+    db: SessionDep,
+    role: Role | None = None,
+    is_active: bool | None = None,
+    q: Annotated[
+        SearchText | None, Query(description="Case-insensitive substring of username, email or names.")
+    ] = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> Page[UserOut]:
+    found, total = users.list_users(
+        db, users.UserQuery(role=role, is_active=is_active, q=q), limit=limit, offset=offset
+    )
+    return Page[UserOut].model_validate(
+        {"items": found, "total": total, "limit": limit, "offset": offset}, from_attributes=True
+    )
+
+
+@router.get(
+    "/users/{user_id}",
+    summary="Read one user",
+    operation_id="admin-users-read",
+    responses=errors(*ADMIN, 404),
+)
+def read_user(user_id: IdPath, _admin: AdminUser, db: SessionDep) -> UserOut:
+    return UserOut.model_validate(users.get_user(db, user_id))
+
+
+@router.patch(
+    "/users/{user_id}",
+    summary="Change a user's role or active flag (disabling revokes their tokens)",
+    operation_id="admin-users-update",
+    responses=errors(*ADMIN, 404, 409, *BODY),
+)
+def update_user(
+    user_id: IdPath, body: AdminUserUpdate, admin: AdminUser, db: SessionDep
+) -> UserOut:
+    changes = body.model_dump(exclude_unset=True)
+    return UserOut.model_validate(users.admin_update_user(db, admin, user_id, changes))
+
+
+@router.delete(
+    "/users/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a user and their todos",
+    operation_id="admin-users-delete",
+    responses=errors(*ADMIN, 404, 409),
+)
+def delete_user(user_id: IdPath, admin: AdminUser, db: SessionDep) -> None:
+    users.admin_delete_user(db, admin, user_id)

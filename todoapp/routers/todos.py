@@ -1,0 +1,91 @@
+"""/todos: the signed-in user's own todos."""
+
+from fastapi import APIRouter, Response, status
+
+from todoapp.deps import CurrentUser, IdPath, Limit, Offset, SessionDep, TodoQueryDep
+from todoapp.routers.responses import AUTHED, BODY, errors
+from todoapp.schemas import Page, TodoCreate, TodoOut, TodoPatch, TodoReplace
+from todoapp.services import todos
+
+router = APIRouter(prefix="/todos", tags=["todos"])
+
+
+def page_of_todos(items: object, total: int, limit: int, offset: int) -> Page[TodoOut]:
+    return Page[TodoOut].model_validate(
+        {"items": items, "total": total, "limit": limit, "offset": offset},
+        from_attributes=True,
+    )
+
+
+@router.get(
+    "",
+    summary="List, filter, search and page one's todos",
+    operation_id="todos-list",
+    responses=errors(*AUTHED),
+)
+def list_todos(
+    user: CurrentUser, db: SessionDep, query: TodoQueryDep, limit: Limit = 20, offset: Offset = 0
+) -> Page[TodoOut]:
+    scoped = todos.TodoQuery(
+        complete=query.complete, priority=query.priority, q=query.q, sort=query.sort,
+        owner_id=user.id,
+    )
+    items, total = todos.list_todos(db, scoped, limit=limit, offset=offset)
+    return page_of_todos(items, total, limit, offset)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a todo",
+    operation_id="todos-create",
+    response_description="The new todo; `Location` points at it",
+    responses=errors(*AUTHED, *BODY),
+)
+def create_todo(body: TodoCreate, user: CurrentUser, db: SessionDep, response: Response) -> TodoOut:
+    todo = todos.create_todo(db, user.id, body.model_dump())
+    response.headers["Location"] = f"/todos/{todo.id}"
+    return TodoOut.model_validate(todo)
+
+
+@router.get(
+    "/{todo_id}",
+    summary="Read one todo",
+    operation_id="todos-read",
+    responses=errors(*AUTHED, 404),
+)
+def read_todo(todo_id: IdPath, user: CurrentUser, db: SessionDep) -> TodoOut:
+    return TodoOut.model_validate(todos.get_todo(db, todo_id, owner_id=user.id))
+
+
+@router.put(
+    "/{todo_id}",
+    summary="Replace a todo (every field required)",
+    operation_id="todos-replace",
+    responses=errors(*AUTHED, 404, *BODY),
+)
+def replace_todo(todo_id: IdPath, body: TodoReplace, user: CurrentUser, db: SessionDep) -> TodoOut:
+    todo = todos.update_todo(db, todo_id, owner_id=user.id, changes=body.model_dump())
+    return TodoOut.model_validate(todo)
+
+
+@router.patch(
+    "/{todo_id}",
+    summary="Change some fields of a todo",
+    operation_id="todos-update",
+    responses=errors(*AUTHED, 404, *BODY),
+)
+def update_todo(todo_id: IdPath, body: TodoPatch, user: CurrentUser, db: SessionDep) -> TodoOut:
+    changes = body.model_dump(exclude_unset=True)
+    return TodoOut.model_validate(todos.update_todo(db, todo_id, owner_id=user.id, changes=changes))
+
+
+@router.delete(
+    "/{todo_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a todo",
+    operation_id="todos-delete",
+    responses=errors(*AUTHED, 404),
+)
+def delete_todo(todo_id: IdPath, user: CurrentUser, db: SessionDep) -> None:
+    todos.delete_todo(db, todo_id, owner_id=user.id)

@@ -1,0 +1,271 @@
+"""Pydantic request and response models: the field rules of the HTTP contract."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+MAX_PASSWORD_BYTES = 72  # bcrypt ignores (bcrypt 5: refuses) anything longer
+MIN_PASSWORD_BYTES = 8
+
+
+def _storable(value: str) -> str:
+    """Refuse text that PostgreSQL cannot store: NUL bytes and lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+def _password(value: str) -> str:
+    _storable(value)
+    size = len(value.encode("utf-8"))
+    if size < MIN_PASSWORD_BYTES or size > MAX_PASSWORD_BYTES:
+        raise ValueError(
+            f"must be {MIN_PASSWORD_BYTES}-{MAX_PASSWORD_BYTES} bytes in UTF-8"
+        )
+    return value
+
+
+def _email(value: str) -> str:
+    _storable(value)
+    try:
+        email = validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+    if len(email) > 200:
+        raise ValueError("must be at most 200 characters")
+    return email
+
+
+def _title(max_length: int, min_length: int = 0) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=min_length, max_length=max_length
+        ),
+        AfterValidator(_storable),
+    ]
+
+
+Username = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=45, pattern=r"^[A-Za-z0-9_.-]+$"
+    ),
+]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=320),
+    AfterValidator(_email),
+]
+Name = _title(45)
+# Taken exactly as typed: never trimmed.
+Password = Annotated[str, AfterValidator(_password)]
+Title = _title(200, min_length=1)
+Description = _title(200)
+Priority = Annotated[int, Field(strict=True, ge=1, le=5)]
+Complete = Annotated[bool, Field(strict=True)]
+Role = Literal["user", "admin"]
+SearchText = Annotated[str, StringConstraints(max_length=200), AfterValidator(_storable)]
+
+
+def _utc_iso(value: datetime) -> str:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+UtcDatetime = Annotated[
+    datetime, PlainSerializer(_utc_iso, return_type=str, when_used="json")
+]
+
+_RESPONSE = ConfigDict(from_attributes=True)
+
+
+# --- users -------------------------------------------------------------------
+class UserCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ada@example.com",
+                    "username": "ada",
+                    "password": "correct horse battery",
+                    "firstname": "Ada",
+                    "lastname": "Lovelace",
+                }
+            ]
+        },
+    )
+
+    email: Email
+    username: Username
+    password: Password
+    firstname: Name | None = None
+    lastname: Name | None = None
+
+
+class UserUpdate(BaseModel):
+    """PATCH /users/me: any subset; null is refused rather than stored."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"firstname": "Augusta", "lastname": "King"}]},
+    )
+
+    email: Email = Field(default=None)
+    username: Username = Field(default=None)
+    firstname: Name = Field(default=None)
+    lastname: Name = Field(default=None)
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "current_password": "correct horse battery",
+                    "new_password": "staple battery horse",
+                }
+            ]
+        },
+    )
+
+    # The current password is only compared, so any string is accepted here; a wrong
+    # one is 400, like any other mismatch.
+    current_password: Annotated[str, StringConstraints(max_length=1024)]
+    new_password: Password
+
+
+class AdminUserUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"role": "admin"}, {"is_active": False}]},
+    )
+
+    role: Role = Field(default=None)
+    is_active: Annotated[bool, Field(strict=True)] = Field(default=None)
+
+
+class UserOut(BaseModel):
+    model_config = _RESPONSE
+
+    id: int
+    email: str
+    username: str
+    firstname: str | None
+    lastname: str | None
+    role: Role
+    is_active: bool
+
+
+# --- auth --------------------------------------------------------------------
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the token expires.")
+
+
+# --- todos -------------------------------------------------------------------
+class TodoCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"title": "Buy milk", "description": "2 litres", "priority": 3}]
+        },
+    )
+
+    title: Title
+    description: Description = ""
+    priority: Priority
+    complete: Complete = False
+
+
+class TodoReplace(BaseModel):
+    """PUT /todos/{id}: every field required."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Buy milk",
+                    "description": "2 litres",
+                    "priority": 3,
+                    "complete": True,
+                }
+            ]
+        },
+    )
+
+    title: Title
+    description: Description
+    priority: Priority
+    complete: Complete
+
+
+class TodoPatch(BaseModel):
+    """PATCH /todos/{id}: any subset of the PUT body; null is refused."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"complete": True}]}
+    )
+
+    title: Title = Field(default=None)
+    description: Description = Field(default=None)
+    priority: Priority = Field(default=None)
+    complete: Complete = Field(default=None)
+
+
+class TodoOut(BaseModel):
+    model_config = _RESPONSE
+
+    id: int
+    title: str
+    description: str
+    priority: int
+    complete: bool
+    owner_id: int
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    items: list[ItemT]
+    total: int
+    limit: int
+    offset: int
+
+
+class ErrorOut(BaseModel):
+    """Every error but 422 has this shape."""
+
+    detail: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+    migrations: str

@@ -1,0 +1,100 @@
+"""Password hashing (libpass + bcrypt) and access tokens (python-jose).
+
+The only module that imports passlib or jose, so either can be swapped here alone.
+"""
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from jose import JWTError, jwt
+from passlib.context import CryptContext
+
+from todoapp.config import get_settings
+
+ALGORITHM = "HS256"
+# Never matches a real password; verifying against it costs what a real check costs.
+_DUMMY_PASSWORD = "not-a-password-of-anyone"
+
+
+@lru_cache
+def _context() -> CryptContext:
+    rounds = get_settings().bcrypt_rounds
+    return CryptContext(schemes=["bcrypt"], deprecated="auto", bcrypt__rounds=rounds)
+
+
+@lru_cache
+def _dummy_hash() -> str:
+    return _context().hash(_DUMMY_PASSWORD)
+
+
+def hash_password(password: str) -> str:
+    return _context().hash(password)
+
+
+def verify_password(password: str, password_hash: str | None) -> tuple[bool, str | None]:
+    """Check a password; returns (matches, a new hash when the old one needs updating).
+
+    With no hash (an unknown user) it verifies against a dummy hash all the same, so
+    that an unknown username costs as much time as a wrong password.
+    """
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        password = _DUMMY_PASSWORD + "!"
+    if password_hash is None or len(password.encode("utf-8")) > 72 or "\x00" in password:
+        _context().verify(_DUMMY_PASSWORD + "?", _dummy_hash())
+        return False, None
+    try:
+        return _context().verify_and_update(password, password_hash)
+    except ValueError:
+        # An unusable hash (e.g. "!" for a legacy user without one).
+        _context().verify(_DUMMY_PASSWORD + "?", _dummy_hash())
+        return False, None
+
+
+def dummy_verify() -> None:
+    """Spend the time of one password check (see verify_password)."""
+    verify_password(_DUMMY_PASSWORD, None)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: int
+    token_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+
+
+def issue_access_token(user_id: int, token_version: int) -> IssuedToken:
+    settings = get_settings()
+    now = int(time.time())
+    expires_in = settings.access_token_expire_minutes * 60
+    claims = {"sub": str(user_id), "iat": now, "exp": now + expires_in, "ver": token_version}
+    token = jwt.encode(claims, settings.secret_key, algorithm=ALGORITHM)
+    return IssuedToken(token=token, expires_in=expires_in)
+
+
+def read_access_token(token: str) -> TokenClaims | None:
+    """The claims of a well-signed, unexpired token, or None for anything else."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            get_settings().secret_key,
+            algorithms=[ALGORITHM],
+            options={"require_exp": True, "require_iat": True, "require_sub": True},
+        )
+    except (JWTError, ValueError, TypeError):
+        return None
+    sub, version = claims.get("sub"), claims.get("ver")
+    if not isinstance(sub, str) or not sub.isdigit() or type(version) is not int:
+        return None
+    user_id = int(sub)
+    if not 0 < user_id <= 2**31 - 1:
+        return None
+    return TokenClaims(user_id=user_id, token_version=version)

@@ -1,0 +1,311 @@
+"""Accounts: registration, login, self-service, administration and demo data."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from todoapp import security
+from todoapp.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, PermissionDenied
+from todoapp.models import Todo, User
+
+BAD_CREDENTIALS = "Incorrect username or password"
+USERNAME_TAKEN = "username is already taken"
+EMAIL_TAKEN = "email is already registered"
+LAST_ADMIN = "the last active admin cannot be demoted, disabled or deleted"
+
+
+def _conflict_from(exc: IntegrityError) -> Conflict:
+    message = str(exc.orig)
+    if "email" in message:
+        return Conflict(EMAIL_TAKEN)
+    if "username" in message:
+        return Conflict(USERNAME_TAKEN)
+    return Conflict("the change conflicts with existing data")
+
+
+def commit(db: Session) -> None:
+    """Commit once; a unique index that says no becomes a Conflict, never a 500."""
+    try:
+        db.commit()
+    except IntegrityError as exc:
+        db.rollback()
+        raise _conflict_from(exc) from None
+
+
+def _ensure_free(
+    db: Session, *, username: str | None, email: str | None, exclude_id: int | None = None
+) -> None:
+    # A friendly early answer; the unique indexes still decide under a race.
+    def taken(column: Any, value: str) -> bool:
+        query = select(User.id).where(func.lower(column) == value.lower())
+        if exclude_id is not None:
+            query = query.where(User.id != exclude_id)
+        return db.scalar(query.limit(1)) is not None
+
+    if username is not None and taken(User.username, username):
+        raise Conflict(USERNAME_TAKEN)
+    if email is not None and taken(User.email, email):
+        raise Conflict(EMAIL_TAKEN)
+
+
+def find_by_login(db: Session, login: str) -> User | None:
+    """The user whose username or email is `login`, ignoring case."""
+    lowered = login.lower()
+    return db.scalar(
+        select(User)
+        .where(or_(func.lower(User.username) == lowered, func.lower(User.email) == lowered))
+        .order_by(User.id)
+        .limit(1)
+    )
+
+
+def register(
+    db: Session,
+    *,
+    email: str,
+    username: str,
+    password: str,
+    firstname: str | None = None,
+    lastname: str | None = None,
+    role: str = "user",
+) -> User:
+    _ensure_free(db, username=username, email=email)
+    user = User(
+        email=email,
+        username=username,
+        hash_password=security.hash_password(password),
+        firstname=firstname,
+        lastname=lastname,
+        role=role,
+        is_active=True,
+        token_version=0,
+    )
+    db.add(user)
+    commit(db)
+    return user
+
+
+def authenticate(db: Session, *, login: str, password: str) -> User:
+    """The user these credentials belong to; NotAuthenticated or PermissionDenied."""
+    user = None
+    if "\x00" not in login and login.isprintable() and len(login) <= 320:
+        try:
+            login.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+        else:
+            user = find_by_login(db, login)
+    # Always one bcrypt verify, so an unknown user costs what a wrong password costs.
+    ok, new_hash = security.verify_password(password, user.hash_password if user else None)
+    if user is None or not ok:
+        raise NotAuthenticated(BAD_CREDENTIALS)
+    if not user.is_active:
+        raise PermissionDenied("account is disabled")
+    if new_hash is not None:
+        user.hash_password = new_hash
+        commit(db)
+    return user
+
+
+def _revoke_tokens(db: Session, user: User) -> None:
+    db.execute(
+        update(User).where(User.id == user.id).values(token_version=User.token_version + 1)
+    )
+    db.refresh(user, ["token_version"])
+
+
+def logout(db: Session, user: User) -> None:
+    _revoke_tokens(db, user)
+    commit(db)
+
+
+def update_profile(db: Session, user: User, changes: dict[str, Any]) -> User:
+    _ensure_free(
+        db, username=changes.get("username"), email=changes.get("email"), exclude_id=user.id
+    )
+    for field, value in changes.items():
+        setattr(user, field, value)
+    commit(db)
+    return user
+
+
+def change_password(db: Session, user: User, *, current: str, new: str) -> None:
+    ok, _ = security.verify_password(current, user.hash_password)
+    if not ok:
+        raise InvalidInput("current password is incorrect")
+    user.hash_password = security.hash_password(new)
+    _revoke_tokens(db, user)
+    commit(db)
+
+
+def _lock_active_admins(db: Session) -> Sequence[int]:
+    # FOR UPDATE on PostgreSQL: two admins acting at once are serialised here, and
+    # the second sees the first one's change. SQLite serialises writers anyway.
+    return db.scalars(
+        select(User.id)
+        .where(User.role == "admin", User.is_active.is_(True))
+        .order_by(User.id)
+        .with_for_update()
+    ).all()
+
+
+def _refuse_losing_last_admin(db: Session, target_id: int) -> None:
+    admins = _lock_active_admins(db)
+    if list(admins) == [target_id]:
+        raise Conflict(LAST_ADMIN)
+
+
+def delete_account(db: Session, user: User) -> None:
+    _refuse_losing_last_admin(db, user.id)
+    db.execute(delete(User).where(User.id == user.id))
+    commit(db)
+
+
+# --- administration ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class UserQuery:
+    role: str | None = None
+    is_active: bool | None = None
+    q: str | None = None
+
+
+def _user_filters(query: UserQuery) -> list[Any]:
+    conditions: list[Any] = []
+    if query.role is not None:
+        conditions.append(User.role == query.role)
+    if query.is_active is not None:
+        conditions.append(User.is_active.is_(query.is_active))
+    if query.q:
+        conditions.append(
+            or_(
+                *(
+                    column.icontains(query.q, autoescape=True)
+                    for column in (User.username, User.email, User.firstname, User.lastname)
+                )
+            )
+        )
+    return conditions
+
+
+def list_users(
+    db: Session, query: UserQuery, *, limit: int, offset: int
+) -> tuple[Sequence[User], int]:
+    conditions = _user_filters(query)
+    page: Select[tuple[User]] = (
+        select(User).where(*conditions).order_by(User.id).limit(limit).offset(offset)
+    )
+    total = db.scalar(select(func.count()).select_from(User).where(*conditions)) or 0
+    return db.scalars(page).all(), total
+
+
+def get_user(db: Session, user_id: int) -> User:
+    user = db.get(User, user_id)
+    if user is None:
+        raise NotFound("user not found")
+    return user
+
+
+def admin_update_user(db: Session, actor: User, user_id: int, changes: dict[str, Any]) -> User:
+    target = get_user(db, user_id)
+    demoting = changes.get("role", target.role) != "admin"
+    disabling = changes.get("is_active", target.is_active) is False
+    if target.id == actor.id and (demoting or disabling):
+        raise Conflict("an admin may not demote or disable themselves")
+    if target.role == "admin" and target.is_active and (demoting or disabling):
+        _refuse_losing_last_admin(db, target.id)
+    was_active = target.is_active
+    for field, value in changes.items():
+        setattr(target, field, value)
+    if was_active and changes.get("is_active") is False:
+        db.flush()
+        _revoke_tokens(db, target)
+    commit(db)
+    return target
+
+
+def admin_delete_user(db: Session, actor: User, user_id: int) -> None:
+    target = get_user(db, user_id)
+    if target.id == actor.id:
+        raise Conflict("an admin may not delete themselves")
+    if target.role == "admin" and target.is_active:
+        _refuse_losing_last_admin(db, target.id)
+    db.execute(delete(User).where(User.id == target.id))
+    commit(db)
+
+
+def create_or_promote_admin(
+    db: Session, *, username: str, email: str, password: str | None
+) -> tuple[User, bool]:
+    """Promote the existing user `username`, or create an admin; (user, created)."""
+    existing = db.scalar(select(User).where(func.lower(User.username) == username.lower()))
+    if existing is not None:
+        existing.role = "admin"
+        existing.is_active = True
+        commit(db)
+        return existing, False
+    if password is None:
+        raise InvalidInput("a password is needed to create a new admin")
+    user = register(db, email=email, username=username, password=password, role="admin")
+    return user, True
+
+
+# --- demo data -----------------------------------------------------------------
+DEMO_PASSWORD = "password123"
+
+
+def seed_demo_data(db: Session, *, users: int, todos_per_user: int) -> tuple[int, int]:
+    """Make sure demo1..demoN exist; give each one created here M todos.
+
+    One shared hash and bulk inserts, so 10,000 users take seconds. Returns
+    (users created, todos created).
+    """
+    password_hash = security.hash_password(DEMO_PASSWORD)
+    wanted = [f"demo{k}" for k in range(1, users + 1)]
+    created_ids: list[int] = []
+    for start in range(0, len(wanted), 5000):
+        chunk = wanted[start : start + 5000]
+        existing = set(
+            db.scalars(
+                select(func.lower(User.username)).where(func.lower(User.username).in_(chunk))
+            )
+        )
+        taken_emails = set(
+            db.scalars(
+                select(func.lower(User.email)).where(
+                    func.lower(User.email).in_([f"{name}@example.com" for name in chunk])
+                )
+            )
+        )
+        rows = [
+            {
+                "username": name,
+                "email": f"{name}@example.com",
+                "hash_password": password_hash,
+                "role": "user",
+                "is_active": True,
+                "token_version": 0,
+            }
+            for name in chunk
+            if name not in existing and f"{name}@example.com" not in taken_emails
+        ]
+        if rows:
+            created_ids.extend(db.scalars(insert(User).returning(User.id), rows).all())
+    todo_rows = [
+        {
+            "owner_id": owner_id,
+            "title": f"Demo todo {n}",
+            "description": f"Something to do, number {n}",
+            "priority": n % 5 + 1,
+            "complete": n % 3 == 0,
+        }
+        for owner_id in created_ids
+        for n in range(1, todos_per_user + 1)
+    ]
+    for start in range(0, len(todo_rows), 10_000):
+        db.execute(insert(Todo), todo_rows[start : start + 10_000])
+    commit(db)
+    return len(created_ids), len(todo_rows)
