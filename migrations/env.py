@@ -5,11 +5,10 @@ from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
-from sqlalchemy.engine import make_url
 
 from todoapp import models  # noqa: F401  (registers the tables on Base.metadata)
 from todoapp.config import get_settings
-from todoapp.database import Base
+from todoapp.database import Base, database_url
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -35,10 +34,8 @@ def _configure(connection: Connection) -> None:
 
 def _database_url() -> str:
     # Tests and tools may hand over a URL programmatically; otherwise DATABASE_URL.
-    url = make_url(config.attributes.get("database_url") or get_settings().database_url)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg2")
-    return url.render_as_string(hide_password=False)
+    url = config.attributes.get("database_url") or get_settings().database_url
+    return database_url(url).render_as_string(hide_password=False)
 
 
 def run_migrations_offline() -> None:

@@ -7,8 +7,9 @@ from typing import Any
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from todoapp.config import Settings
 
@@ -45,23 +46,38 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
+def database_url(url: str) -> URL:
+    """The URL with `postgresql://` meaning psycopg2 (SQLAlchemy 2.1 would pick psycopg 3)."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
 def make_engine(url: str, settings: Settings) -> Engine:
     """One engine per process, built from the settings."""
-    parsed = make_url(url)
+    parsed = database_url(url)
     if parsed.get_backend_name() == "sqlite":
+        in_memory = parsed.database in (None, "", ":memory:")
+        # In memory there is one database per connection: share one (StaticPool).
+        pool_args: dict[str, Any] = (
+            {"poolclass": StaticPool}
+            if in_memory
+            else {
+                "pool_size": settings.worker_threads,
+                "max_overflow": 0,
+                "pool_timeout": settings.db_pool_timeout,
+            }
+        )
         engine = create_engine(
             parsed,
             # FastAPI runs sync routes in a threadpool; a connection may be checked
             # out by one thread and returned by another.
             connect_args={"check_same_thread": False},
-            pool_size=settings.worker_threads,
-            max_overflow=0,
-            pool_timeout=settings.db_pool_timeout,
+            **pool_args,
         )
-        _configure_sqlite(engine, wal=parsed.database not in (None, "", ":memory:"))
+        _configure_sqlite(engine, wal=not in_memory)
         return engine
-    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg2")
     return create_engine(
         parsed,
         pool_size=settings.worker_threads,

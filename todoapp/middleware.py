@@ -102,7 +102,10 @@ class RequestContextMiddleware:
             # A defect. One line, no stack trace: tracebacks can carry parameters.
             access_log.error(
                 "unhandled %s on %s %s %s",
-                type(exc).__name__, scope["method"], scope["path"], request_id,
+                type(exc).__name__,
+                scope["method"],
+                scope["path"],
+                request_id,
             )
             status_holder[0] = 500
             if not started_response[0]:

@@ -61,9 +61,7 @@ class User(Base):
     # Bumped by logout, a password change and disabling: older tokens stop working.
     token_version: Mapped[int] = mapped_column(Integer, server_default="0")
 
-    todos: Mapped[list["Todo"]] = relationship(
-        back_populates="owner", passive_deletes=True
-    )
+    todos: Mapped[list["Todo"]] = relationship(back_populates="owner", passive_deletes=True)
 
 
 class Todo(Base):
@@ -76,9 +74,7 @@ class Todo(Base):
     description: Mapped[str] = mapped_column(String(200), server_default="")
     priority: Mapped[int] = mapped_column(Integer)
     complete: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
-    owner_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=FetchedValue()
     )

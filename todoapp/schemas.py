@@ -32,9 +32,7 @@ def _password(value: str) -> str:
     _storable(value)
     size = len(value.encode("utf-8"))
     if size < MIN_PASSWORD_BYTES or size > MAX_PASSWORD_BYTES:
-        raise ValueError(
-            f"must be {MIN_PASSWORD_BYTES}-{MAX_PASSWORD_BYTES} bytes in UTF-8"
-        )
+        raise ValueError(f"must be {MIN_PASSWORD_BYTES}-{MAX_PASSWORD_BYTES} bytes in UTF-8")
     return value
 
 
@@ -49,16 +47,6 @@ def _email(value: str) -> str:
     return email
 
 
-def _title(max_length: int, min_length: int = 0) -> Any:
-    return Annotated[
-        str,
-        StringConstraints(
-            strip_whitespace=True, min_length=min_length, max_length=max_length
-        ),
-        AfterValidator(_storable),
-    ]
-
-
 Username = Annotated[
     str,
     StringConstraints(
@@ -70,11 +58,19 @@ Email = Annotated[
     StringConstraints(strip_whitespace=True, max_length=320),
     AfterValidator(_email),
 ]
-Name = _title(45)
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=45), AfterValidator(_storable)
+]
 # Taken exactly as typed: never trimmed.
 Password = Annotated[str, AfterValidator(_password)]
-Title = _title(200, min_length=1)
-Description = _title(200)
+Title = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_storable),
+]
+Description = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_storable)
+]
 Priority = Annotated[int, Field(strict=True, ge=1, le=5)]
 Complete = Annotated[bool, Field(strict=True)]
 Role = Literal["user", "admin"]
@@ -88,11 +84,18 @@ def _utc_iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-UtcDatetime = Annotated[
-    datetime, PlainSerializer(_utc_iso, return_type=str, when_used="json")
-]
+UtcDatetime = Annotated[datetime, PlainSerializer(_utc_iso, return_type=str, when_used="json")]
 
 _RESPONSE = ConfigDict(from_attributes=True)
+
+
+def _without_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def omittable() -> Any:
+    """A PATCH field: it may be left out, but `null` is refused (422), never stored."""
+    return Field(default=None, json_schema_extra=_without_default)
 
 
 # --- users -------------------------------------------------------------------
@@ -127,10 +130,10 @@ class UserUpdate(BaseModel):
         json_schema_extra={"examples": [{"firstname": "Augusta", "lastname": "King"}]},
     )
 
-    email: Email = Field(default=None)
-    username: Username = Field(default=None)
-    firstname: Name = Field(default=None)
-    lastname: Name = Field(default=None)
+    email: Email = omittable()
+    username: Username = omittable()
+    firstname: Name = omittable()
+    lastname: Name = omittable()
 
 
 class PasswordChange(BaseModel):
@@ -158,8 +161,8 @@ class AdminUserUpdate(BaseModel):
         json_schema_extra={"examples": [{"role": "admin"}, {"is_active": False}]},
     )
 
-    role: Role = Field(default=None)
-    is_active: Annotated[bool, Field(strict=True)] = Field(default=None)
+    role: Role = omittable()
+    is_active: Annotated[bool, Field(strict=True)] = omittable()
 
 
 class UserOut(BaseModel):
@@ -222,14 +225,12 @@ class TodoReplace(BaseModel):
 class TodoPatch(BaseModel):
     """PATCH /todos/{id}: any subset of the PUT body; null is refused."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"complete": True}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"complete": True}]})
 
-    title: Title = Field(default=None)
-    description: Description = Field(default=None)
-    priority: Priority = Field(default=None)
-    complete: Complete = Field(default=None)
+    title: Title = omittable()
+    description: Description = omittable()
+    priority: Priority = omittable()
+    complete: Complete = omittable()
 
 
 class TodoOut(BaseModel):

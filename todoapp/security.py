@@ -26,11 +26,11 @@ def _context() -> CryptContext:
 
 @lru_cache
 def _dummy_hash() -> str:
-    return _context().hash(_DUMMY_PASSWORD)
+    return str(_context().hash(_DUMMY_PASSWORD))
 
 
 def hash_password(password: str) -> str:
-    return _context().hash(password)
+    return str(_context().hash(password))
 
 
 def verify_password(password: str, password_hash: str | None) -> tuple[bool, str | None]:
@@ -47,7 +47,8 @@ def verify_password(password: str, password_hash: str | None) -> tuple[bool, str
         _context().verify(_DUMMY_PASSWORD + "?", _dummy_hash())
         return False, None
     try:
-        return _context().verify_and_update(password, password_hash)
+        ok, new_hash = _context().verify_and_update(password, password_hash)
+        return bool(ok), new_hash
     except ValueError:
         # An unusable hash (e.g. "!" for a legacy user without one).
         _context().verify(_DUMMY_PASSWORD + "?", _dummy_hash())

@@ -84,7 +84,7 @@ class RedisFailureStore:
         count, ttl_ms = pipe.execute()
         if count is None or int(count) < self.max_failures or ttl_ms <= 0:
             return None
-        return max(1, math.ceil(ttl_ms / 1000))
+        return max(1, math.ceil(int(ttl_ms) / 1000))
 
     def record_failure(self, key: str) -> None:
         pipe = self.client.pipeline(transaction=True)

@@ -69,8 +69,7 @@ def _refuse_unrepairable_rows(connection: sa.Connection) -> None:
         rows = connection.execute(sa.text(query)).all()
         if rows:
             listed = ", ".join(
-                str(row[0]) if len(row) == 1 else f"{row[0]} ({row[1]})"
-                for row in rows[:50]
+                str(row[0]) if len(row) == 1 else f"{row[0]} ({row[1]})" for row in rows[:50]
             )
             more = f" and {len(rows) - 50} more" if len(rows) > 50 else ""
             problems.append(f"  - {what}: {listed}{more}")
@@ -121,9 +120,7 @@ def upgrade() -> None:
             sa.Column("token_version", sa.Integer(), nullable=False, server_default="0")
         )
         batch.create_check_constraint(op.f("ck_users_role"), "role IN ('user', 'admin')")
-    op.create_index(
-        "uq_users_lower_username", "users", [sa.text("lower(username)")], unique=True
-    )
+    op.create_index("uq_users_lower_username", "users", [sa.text("lower(username)")], unique=True)
     op.create_index("uq_users_lower_email", "users", [sa.text("lower(email)")], unique=True)
 
     with op.batch_alter_table("todos", recreate=recreate) as batch:
@@ -181,9 +178,7 @@ def downgrade() -> None:
     with op.batch_alter_table("users", recreate=recreate) as batch:
         batch.drop_constraint(op.f("ck_users_role"), type_="check")
         batch.drop_column("token_version")
-        batch.alter_column(
-            "role", existing_type=sa.String(45), nullable=True, server_default=None
-        )
+        batch.alter_column("role", existing_type=sa.String(45), nullable=True, server_default=None)
         batch.alter_column(
             "is_active", existing_type=sa.Boolean(), nullable=True, server_default=None
         )

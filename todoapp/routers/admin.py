@@ -29,7 +29,10 @@ def list_todos(
     offset: Offset = 0,
 ) -> Page[TodoOut]:
     scoped = todos.TodoQuery(
-        complete=query.complete, priority=query.priority, q=query.q, sort=query.sort,
+        complete=query.complete,
+        priority=query.priority,
+        q=query.q,
+        sort=query.sort,
         owner_id=owner_id,
     )
     items, total = todos.list_todos(db, scoped, limit=limit, offset=offset)
@@ -59,7 +62,8 @@ def list_users(
     role: Role | None = None,
     is_active: bool | None = None,
     q: Annotated[
-        SearchText | None, Query(description="Case-insensitive substring of username, email or names.")
+        SearchText | None,
+        Query(description="Case-insensitive substring of username, email or names."),
     ] = None,
     limit: Limit = 20,
     offset: Offset = 0,

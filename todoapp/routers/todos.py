@@ -27,7 +27,10 @@ def list_todos(
     user: CurrentUser, db: SessionDep, query: TodoQueryDep, limit: Limit = 20, offset: Offset = 0
 ) -> Page[TodoOut]:
     scoped = todos.TodoQuery(
-        complete=query.complete, priority=query.priority, q=query.q, sort=query.sort,
+        complete=query.complete,
+        priority=query.priority,
+        q=query.q,
+        sort=query.sort,
         owner_id=user.id,
     )
     items, total = todos.list_todos(db, scoped, limit=limit, offset=offset)

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, delete, func, or_, select
+from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from todoapp.errors import NotFound
@@ -65,7 +65,7 @@ def list_todos(
     db: Session, query: TodoQuery, *, limit: int, offset: int
 ) -> tuple[Sequence[Todo], int]:
     conditions = _conditions(query)
-    page: Select[tuple[Todo]] = (
+    page = (
         select(Todo).where(*conditions).order_by(*_order_by(query.sort)).limit(limit).offset(offset)
     )
     items = db.scalars(page).all()
@@ -99,7 +99,7 @@ def update_todo(db: Session, todo_id: int, *, owner_id: int, changes: dict[str, 
         return todo
     for field, value in changes.items():
         setattr(todo, field, value)
-    todo.updated_at = utcnow()  # type: ignore[assignment]
+    todo.updated_at = utcnow()
     commit(db)
     return todo
 

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -112,9 +112,7 @@ def authenticate(db: Session, *, login: str, password: str) -> User:
 
 
 def _revoke_tokens(db: Session, user: User) -> None:
-    db.execute(
-        update(User).where(User.id == user.id).values(token_version=User.token_version + 1)
-    )
+    db.execute(update(User).where(User.id == user.id).values(token_version=User.token_version + 1))
     db.refresh(user, ["token_version"])
 
 
@@ -195,9 +193,7 @@ def list_users(
     db: Session, query: UserQuery, *, limit: int, offset: int
 ) -> tuple[Sequence[User], int]:
     conditions = _user_filters(query)
-    page: Select[tuple[User]] = (
-        select(User).where(*conditions).order_by(User.id).limit(limit).offset(offset)
-    )
+    page = select(User).where(*conditions).order_by(User.id).limit(limit).offset(offset)
     total = db.scalar(select(func.count()).select_from(User).where(*conditions)) or 0
     return db.scalars(page).all(), total
 
