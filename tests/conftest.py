@@ -9,7 +9,7 @@ is rolled back at its end, and the app's sessions join it through SAVEPOINTs.
 import os
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,32 +141,42 @@ def settings_for_tests(**overrides: Any) -> Settings:
     return get_settings().model_copy(update=overrides)
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def backend(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Backend]:
-    admin_url = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
-    else:
-        admin_url = request.getfixturevalue("pg_server")
-        url = create_pg_database(admin_url)
-    migrate(url)
-    engine = make_engine(url, settings_for_tests())
-    try:
-        yield Backend(request.param, url, engine, Database(engine))
-    finally:
-        engine.dispose()
-        if admin_url is not None:
-            drop_pg_database(admin_url, url)
+@pytest.fixture(scope="session")
+def backends() -> Iterator[dict[str, Backend]]:
+    """The migrated test database of each kind, made on first use, dropped at the end."""
+    made: dict[str, Backend] = {}
+    yield made
+    for made_backend in made.values():
+        made_backend.engine.dispose()
+        if made_backend.is_postgres:
+            drop_pg_database(_pg_admin_url(), made_backend.url)
+
+
+def _get_backend(
+    name: str, backends: dict[str, Backend], request: pytest.FixtureRequest
+) -> Backend:
+    if name not in backends:
+        if name == "sqlite":
+            path = request.getfixturevalue("tmp_path_factory").mktemp("db") / "test.db"
+            url = f"sqlite:///{path}"
+        else:
+            url = create_pg_database(request.getfixturevalue("pg_server"))
+        migrate(url)
+        engine = make_engine(url, settings_for_tests())
+        backends[name] = Backend(name, url, engine, Database(engine))
+    return backends[name]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, backends: dict[str, Backend]) -> Backend:
+    """Each database test runs on both: SQLite and PostgreSQL."""
+    return _get_backend(request.param, backends, request)
 
 
 @pytest.fixture
-def pg_backend(backend: Backend) -> Backend:
-    """For tests that only mean something on PostgreSQL (races, locking)."""
-    if not backend.is_postgres:
-        pytest.skip("PostgreSQL only: SQLite serialises writers")
-    return backend
+def pg_backend(request: pytest.FixtureRequest, backends: dict[str, Backend]) -> Backend:
+    """For tests that only mean something on PostgreSQL (races between connections)."""
+    return _get_backend("postgresql", backends, request)
 
 
 @pytest.fixture
@@ -189,9 +199,12 @@ def db(connection: Connection) -> Iterator[Session]:
         yield session
 
 
+AppFactory = Callable[..., FastAPI]
+
+
 @pytest.fixture
-def app(backend: Backend, connection: Connection) -> FastAPI:
-    app = create_app(settings_for_tests(), database=backend.database)
+def app_factory(backend: Backend, connection: Connection) -> AppFactory:
+    """Apps with changed settings, whose sessions join the test's transaction."""
 
     def session_in_test_transaction() -> Iterator[Session]:
         with Session(
@@ -202,8 +215,17 @@ def app(backend: Backend, connection: Connection) -> FastAPI:
         ) as session:
             yield session
 
-    app.dependency_overrides[get_session] = session_in_test_transaction
-    return app
+    def make(**settings: Any) -> FastAPI:
+        app = create_app(settings_for_tests(**settings), database=backend.database)
+        app.dependency_overrides[get_session] = session_in_test_transaction
+        return app
+
+    return make
+
+
+@pytest.fixture
+def app(app_factory: AppFactory) -> FastAPI:
+    return app_factory()
 
 
 @pytest.fixture

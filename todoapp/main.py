@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from todoapp.config import ConfigError, Settings, get_settings
 from todoapp.database import Database, SchemaNotReady, make_engine
+from todoapp.docs import install_docs
 from todoapp.errors import (
     Conflict,
     DomainError,
@@ -101,6 +102,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         version="1.0.0",
         summary="Todos and users over a small, strict REST API.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.database = database
@@ -109,6 +112,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     for router in (auth.router, users.router, todos.router, admin.router, operations.router):
         app.include_router(router)
+    install_docs(app)
     _install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(

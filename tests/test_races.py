@@ -1,0 +1,109 @@
+"""Races on PostgreSQL, with committed data and real concurrent connections."""
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from tests.conftest import PASSWORD, Backend, login, register
+
+pytestmark = pytest.mark.postgres_only
+
+
+def at_once(count: int, call: Callable[[int], httpx.Response]) -> list[httpx.Response]:
+    """Run `call(i)` for i in range(count) in threads released together."""
+    barrier = threading.Barrier(count)
+
+    def run(i: int) -> httpx.Response:
+        barrier.wait(timeout=30)
+        return call(i)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_concurrent_registrations_of_one_username_give_one_201(
+    committed_client: TestClient, pg_backend: Backend
+) -> None:
+    def register_variant(i: int) -> httpx.Response:
+        name = "".join(c.upper() if (i >> k) & 1 else c for k, c in enumerate("racer"))
+        body = {"username": name, "email": f"racer{i}@example.com", "password": PASSWORD}
+        return committed_client.post("/auth/register", json=body)
+
+    statuses = sorted(r.status_code for r in at_once(20, register_variant))
+    assert statuses == [201] + [409] * 19
+    with pg_backend.engine.connect() as connection:
+        count = connection.execute(
+            text("SELECT count(*) FROM users WHERE lower(username) = 'racer'")
+        ).scalar()
+    assert count == 1
+
+
+def test_concurrent_patches_of_one_todo_leave_one_of_the_writes(
+    committed_client: TestClient,
+) -> None:
+    register(committed_client, "ada")
+    token = login(committed_client, "ada")
+    todo = committed_client.post(
+        "/todos", json={"title": "start", "priority": 1}, headers=bearer(token)
+    ).json()
+    writes = [{"title": f"write {i}", "priority": i % 5 + 1} for i in range(10)]
+    responses = at_once(
+        10,
+        lambda i: committed_client.patch(
+            f"/todos/{todo['id']}", json=writes[i], headers=bearer(token)
+        ),
+    )
+    assert [r.status_code for r in responses] == [200] * 10
+    final = committed_client.get(f"/todos/{todo['id']}", headers=bearer(token)).json()
+    assert {"title": final["title"], "priority": final["priority"]} in writes
+
+
+def test_concurrent_deletes_of_one_todo_give_one_204(committed_client: TestClient) -> None:
+    register(committed_client, "ada")
+    token = login(committed_client, "ada")
+    todo = committed_client.post(
+        "/todos", json={"title": "doomed", "priority": 1}, headers=bearer(token)
+    ).json()
+    responses = at_once(
+        8, lambda _i: committed_client.delete(f"/todos/{todo['id']}", headers=bearer(token))
+    )
+    assert sorted(r.status_code for r in responses) == [204] + [404] * 7
+
+
+@pytest.mark.parametrize("change", [{"role": "user"}, {"is_active": False}])
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(
+    committed_client: TestClient, pg_backend: Backend, change: dict[str, Any]
+) -> None:
+    first, second = register(committed_client, "first"), register(committed_client, "second")
+    with pg_backend.engine.begin() as connection:
+        connection.execute(text("UPDATE users SET role = 'admin'"))
+    tokens = [login(committed_client, "first"), login(committed_client, "second")]
+    targets = [second["id"], first["id"]]
+    for _round in range(3):
+        responses = at_once(
+            2,
+            lambda i, tokens=tokens: committed_client.patch(  # type: ignore[misc]
+                f"/admin/users/{targets[i]}", json=change, headers=bearer(tokens[i])
+            ),
+        )
+        statuses = sorted(r.status_code for r in responses)
+        with pg_backend.engine.connect() as connection:
+            admins = connection.execute(
+                text("SELECT count(*) FROM users WHERE role = 'admin' AND is_active")
+            ).scalar()
+        assert admins == 1
+        assert statuses in ([200, 409], [200, 401], [200, 403])
+        # Restore both admins for the next round.
+        with pg_backend.engine.begin() as connection:
+            connection.execute(text("UPDATE users SET role = 'admin', is_active = true"))
+        tokens = [login(committed_client, "first"), login(committed_client, "second")]

@@ -1,0 +1,172 @@
+"""Failed logins are throttled per login and client address: in-process and in Redis."""
+
+import logging
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from tests.conftest import PASSWORD, AppFactory, register
+from todoapp.models import User
+from todoapp.throttle import MemoryFailureStore
+
+WRONG = "wrong-password"
+
+
+def attempt(client: TestClient, name: str, password: str = WRONG) -> int:
+    return client.post("/auth/token", data={"username": name, "password": password}).status_code
+
+
+def test_five_failures_then_429_with_retry_after_even_with_the_right_password(
+    client: TestClient,
+) -> None:
+    register(client, "ada")
+    assert [attempt(client, "ada") for _ in range(5)] == [401] * 5
+    response = client.post("/auth/token", data={"username": "ADA", "password": PASSWORD})
+    assert response.status_code == 429
+    retry_after = int(response.headers["retry-after"])
+    assert 1 <= retry_after <= 15 * 60
+    assert attempt(client, "other-name") == 401  # another key is not blocked
+
+
+def test_a_successful_login_clears_the_count(client: TestClient) -> None:
+    register(client, "ada")
+    assert [attempt(client, "ada") for _ in range(4)] == [401] * 4
+    assert attempt(client, "ada", PASSWORD) == 200
+    assert [attempt(client, "ada") for _ in range(4)] == [401] * 4
+    assert attempt(client, "ada", PASSWORD) == 200
+
+
+def test_the_block_ends_when_the_window_has_passed(app_factory: AppFactory) -> None:
+    with TestClient(app_factory(login_window_seconds=1)) as client:
+        register(client, "ada")
+        for _ in range(5):
+            attempt(client, "ada")
+        assert attempt(client, "ada", PASSWORD) == 429
+        time.sleep(1.1)
+        assert attempt(client, "ada", PASSWORD) == 200
+
+
+def test_only_401s_count_not_403s(client: TestClient, db: Session) -> None:
+    user = register(client, "ada")
+    db.get_one(User, user["id"]).is_active = False
+    db.commit()
+    assert [attempt(client, "ada", PASSWORD) for _ in range(7)] == [403] * 7
+
+
+def test_limits_come_from_the_settings(app_factory: AppFactory) -> None:
+    with TestClient(app_factory(login_max_failures=2)) as client:
+        assert [attempt(client, "ghost") for _ in range(3)] == [401, 401, 429]
+
+
+def test_memory_store_retry_after_counts_down() -> None:
+    store = MemoryFailureStore(max_failures=1, window_seconds=100)
+    assert store.retry_after("k") is None
+    store.record_failure("k")
+    retry_after = store.retry_after("k")
+    assert retry_after is not None
+    assert 99 <= retry_after <= 100
+
+
+# --- Redis ----------------------------------------------------------------------
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def real_redis() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        import os
+
+        if os.environ.get("REQUIRE_POSTGRES") == "1":  # CI: every real service is required
+            pytest.fail(f"Redis at {REDIS_URL} unreachable: {exc}")
+        pytest.skip(f"Redis at {REDIS_URL} unreachable: {exc}")
+    return REDIS_URL
+
+
+def test_redis_shares_the_count_between_processes(app_factory: AppFactory, real_redis: str) -> None:
+    name = f"u{uuid.uuid4().hex[:10]}"
+    first = TestClient(app_factory(redis_url=real_redis))
+    second = TestClient(app_factory(redis_url=real_redis))
+    with first, second:
+        assert [attempt(first, name) for _ in range(3)] == [401] * 3
+        assert [attempt(second, name) for _ in range(2)] == [401] * 2
+        assert attempt(first, name) == 429
+        response = second.post("/auth/token", data={"username": name, "password": WRONG})
+        assert response.status_code == 429
+        assert int(response.headers["retry-after"]) > 0
+    keys = redis.Redis.from_url(real_redis).keys(f"todoapp:login-failures:{name}*")
+    assert len(keys) == 1
+    redis.Redis.from_url(real_redis).delete(*keys)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def private_redis(real_redis: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Redis server of this test's own, so that stopping it disturbs nobody else."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed")
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("private redis-server did not start")
+            time.sleep(0.05)
+    try:
+        yield url, process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_logins_keep_working_when_redis_goes_away_mid_test(
+    app_factory: AppFactory,
+    private_redis: tuple[str, subprocess.Popen[bytes]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, server = private_redis
+    with TestClient(app_factory(redis_url=url)) as client:
+        register(client, "ada")
+        assert [attempt(client, "ada") for _ in range(2)] == [401, 401]
+        assert redis.Redis.from_url(url).get("todoapp:login-failures:ada|testclient") == b"2"
+        server.kill()
+        server.wait()
+        with caplog.at_level(logging.WARNING, logger="todoapp.throttle"):
+            assert attempt(client, "ada", PASSWORD) == 200  # no crash, still served
+            assert [attempt(client, "ada") for _ in range(5)] == [401] * 5
+            assert attempt(client, "ada", PASSWORD) == 429  # the in-process store throttles
+    warnings = [r for r in caplog.records if r.name == "todoapp.throttle"]
+    assert len(warnings) == 1
+    assert "Redis is not answering" in warnings[0].getMessage()
+
+
+def test_logins_work_when_redis_was_never_there(app_factory: AppFactory) -> None:
+    with TestClient(app_factory(redis_url=f"redis://127.0.0.1:{_free_port()}/0")) as client:
+        register(client, "ada")
+        assert attempt(client, "ada", PASSWORD) == 200
+        assert attempt(client, "ada") == 401

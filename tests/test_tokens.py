@@ -1,0 +1,121 @@
+"""The token attack set: every bad token is 401 with `WWW-Authenticate: Bearer`."""
+
+import base64
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+from fastapi.testclient import TestClient
+from jose import jwt
+from sqlalchemy.orm import Session
+
+from tests.conftest import PASSWORD, Account, login
+from todoapp.config import get_settings
+from todoapp.models import User
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _sign(claims: dict[str, object], key: str | None = None) -> str:
+    return jwt.encode(claims, key or get_settings().secret_key, algorithm="HS256")
+
+
+def _claims(account: Account, **changes: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": str(account.id), "iat": now, "exp": now + 600, "ver": 0}
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def assert_401(client: TestClient, headers: dict[str, str]) -> None:
+    response = client.get("/users/me", headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json() == {"detail": "Could not validate credentials"}
+
+
+def test_a_good_token_works(client: TestClient, alice: Account) -> None:
+    assert client.get("/users/me", headers=alice.headers).json()["username"] == "alice"
+
+
+BAD_TOKENS: dict[str, Callable[[Account], str]] = {
+    "garbage": lambda a: "not.a.jwt",
+    "empty-ish": lambda a: "x",
+    "wrong-signature": lambda a: _sign(_claims(a), key="another-secret-" + "y" * 40),
+    "alg-none": lambda a: f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims(a))}.",
+    "alg-none-signed-part-kept": lambda a: (
+        f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims(a))}." + a.token.split(".")[2]
+    ),
+    "hs512": lambda a: jwt.encode(_claims(a), get_settings().secret_key, algorithm="HS512"),
+    "expired": lambda a: _sign(
+        _claims(a, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
+    ),
+    "no-exp": lambda a: _sign({"sub": str(a.id), "iat": int(time.time()), "ver": 0}),
+    "no-sub": lambda a: _sign(_claims(a, sub=None)),
+    "sub-not-a-number": lambda a: _sign(_claims(a, sub="alice")),
+    "sub-out-of-range": lambda a: _sign(_claims(a, sub=str(2**40))),
+    "sub-integer": lambda a: _sign(_claims(a, sub=a.id)),
+    "no-version": lambda a: _sign(_claims(a, ver=None)),
+    "future-version": lambda a: _sign(_claims(a, ver=1)),
+    "unknown-user": lambda a: _sign(_claims(a, sub="999999")),
+}
+
+
+@pytest.mark.parametrize("make_token", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
+def test_bad_tokens_are_401(
+    client: TestClient, alice: Account, make_token: Callable[[Account], str]
+) -> None:
+    assert_401(client, {"Authorization": f"Bearer {make_token(alice)}"})
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer", "Bearer ", "Basic YWxpY2U6cGFzc3dvcmQ=", "bearer"]
+)
+def test_missing_or_malformed_authorization_is_401(client: TestClient, header: str | None) -> None:
+    assert_401(client, {} if header is None else {"Authorization": header})
+
+
+def test_token_of_a_deleted_user_is_401(client: TestClient, alice: Account) -> None:
+    assert client.delete("/users/me", headers=alice.headers).status_code == 204
+    assert_401(client, alice.headers)
+
+
+def test_token_of_a_disabled_user_is_401_and_stays_revoked_after_reenabling(
+    client: TestClient, alice: Account, db: Session
+) -> None:
+    user = db.get_one(User, alice.id)
+    user.is_active = False
+    db.commit()
+    assert_401(client, alice.headers)
+    user.is_active = True
+    db.commit()
+    assert client.get("/users/me", headers=alice.headers).status_code == 200  # not revoked
+    # Disabling through the admin API revokes: tested in test_admin.py.
+
+
+def test_token_after_logout_is_401(client: TestClient, alice: Account) -> None:
+    client.post("/auth/logout", headers=alice.headers)
+    assert_401(client, alice.headers)
+
+
+def test_token_after_a_password_change_is_401(client: TestClient, alice: Account) -> None:
+    response = client.put(
+        "/users/me/password",
+        json={"current_password": PASSWORD, "new_password": "a-new-password"},
+        headers=alice.headers,
+    )
+    assert response.status_code == 204
+    assert_401(client, alice.headers)
+    assert login(client, "alice", "a-new-password")
+
+
+def test_role_comes_from_the_database_not_the_token(
+    client: TestClient, alice: Account, db: Session
+) -> None:
+    assert client.get("/admin/users", headers=alice.headers).status_code == 403
+    db.get_one(User, alice.id).role = "admin"
+    db.commit()
+    assert client.get("/admin/users", headers=alice.headers).status_code == 200
