@@ -27,8 +27,8 @@ CREATE TABLE todos (
     priority    integer      NOT NULL,
     complete    boolean      NOT NULL DEFAULT false,
     owner_id    integer      NOT NULL,
-    created_at  timestamptz  NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    updated_at  timestamptz  NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    created_at  timestamptz  NOT NULL DEFAULT statement_timestamp(),
+    updated_at  timestamptz  NOT NULL DEFAULT statement_timestamp(),
     CONSTRAINT todos_pkey PRIMARY KEY (id),
     CONSTRAINT fk_todos_owner_id_users FOREIGN KEY (owner_id)
         REFERENCES users (id) ON DELETE CASCADE,

@@ -149,6 +149,7 @@ def test_unknown_asset_is_a_json_404_and_writing_one_a_405(client: TestClient) -
     written = client.post("/static/docs/swagger-ui/swagger-ui.css")
     assert written.status_code == 405
     assert written.json() == {"detail": "Method Not Allowed"}
+    assert written.headers["allow"] == "GET, HEAD"
 
 
 # --- the shipped files themselves (no database needed) ---------------------------

@@ -1,5 +1,6 @@
 """create_app(): the app, its routers, middleware, error handlers and docs."""
 
+import json
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -7,6 +8,8 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
@@ -39,6 +42,13 @@ _STATUS = {
 DATABASE_UNAVAILABLE = "database unavailable"
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped, so that any text (even a lone surrogate) encodes."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def _configure_logging(settings: Settings) -> None:
     if not logger.handlers:
         handler = logging.StreamHandler()
@@ -66,6 +76,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         logger.warning("database unavailable (%s) on %s", type(exc).__name__, request.url.path)
         return JSONResponse({"detail": DATABASE_UNAVAILABLE}, status_code=503)
 
+    async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # FastAPI's list of field errors, less each `input`: an input can be a
+        # password, or a whole body holding one, and must never be echoed.
+        errors = [
+            {key: value for key, value in error.items() if key != "input"}
+            for error in exc.errors()
+        ]
+        return AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(SchemaNotReady, schema_not_ready)
     for kind in (OperationalError, DisconnectionError, PoolTimeoutError, DBAPIError):

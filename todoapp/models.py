@@ -36,6 +36,12 @@ def _utcnow_default(_element: Any, _compiler: Any, **_kw: Any) -> str:
     return "CURRENT_TIMESTAMP"
 
 
+@compiles(utcnow, "postgresql")
+def _utcnow_postgresql(_element: Any, _compiler: Any, **_kw: Any) -> str:
+    # Moves with every statement, also inside one transaction (now() does not).
+    return "statement_timestamp()"
+
+
 @compiles(utcnow, "sqlite")
 def _utcnow_sqlite(_element: Any, _compiler: Any, **_kw: Any) -> str:
     # Millisecond resolution, so that updated_at moves on two changes in one second.

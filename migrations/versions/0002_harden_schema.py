@@ -83,7 +83,9 @@ def _refuse_unrepairable_rows(connection: sa.Connection) -> None:
 def _now(dialect: str) -> sa.TextClause:
     if dialect == "sqlite":
         return sa.text("(strftime('%Y-%m-%d %H:%M:%f', 'now'))")
-    return sa.text("CURRENT_TIMESTAMP")
+    # The statement's start: one value for every column a statement fills, yet it
+    # moves from one statement to the next inside a transaction (unlike now()).
+    return sa.text("statement_timestamp()")
 
 
 def upgrade() -> None:
