@@ -1,0 +1,235 @@
+"""/admin: role-gated views and changes across users."""
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tests.conftest import PASSWORD, Account, StatementCounter, login, make_account, set_role
+from tests.test_todos import create
+from todoapp.models import Todo, User
+
+ADMIN_ROUTES = [
+    ("GET", "/admin/todos", None),
+    ("DELETE", "/admin/todos/1", None),
+    ("GET", "/admin/users", None),
+    ("GET", "/admin/users/1", None),
+    ("PATCH", "/admin/users/1", {"role": "user"}),
+    ("DELETE", "/admin/users/1", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_ROUTES)
+def test_a_signed_in_non_admin_gets_403_and_nothing_changes(
+    client: TestClient, alice: Account, admin: Account, method: str, path: str, body: Any
+) -> None:
+    path = path.replace("/1", f"/{admin.id}")
+    response = client.request(method, path, json=body, headers=alice.headers)
+    assert response.status_code == 403
+    assert response.json() == {"detail": "admin role required"}
+    assert client.get("/users/me", headers=admin.headers).json()["role"] == "admin"
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_ROUTES)
+def test_no_token_on_admin_routes_is_401(
+    client: TestClient, method: str, path: str, body: Any
+) -> None:
+    response = client.request(method, path, json=body)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_admin_lists_todos_across_owners_with_owner_filter(
+    client: TestClient, admin: Account, alice: Account, bob: Account
+) -> None:
+    create(client, alice, title="a1", priority=1)
+    create(client, bob, title="b1", priority=2, complete=True)
+    create(client, alice, title="A2 milk", priority=2)
+    page = client.get("/admin/todos", headers=admin.headers).json()
+    assert [(t["title"], t["owner_id"]) for t in page["items"]] == [
+        ("a1", alice.id),
+        ("b1", bob.id),
+        ("A2 milk", alice.id),
+    ]
+    assert page["total"] == 3
+
+    def titles(query: str) -> list[str]:
+        response = client.get(f"/admin/todos?{query}", headers=admin.headers)
+        assert response.status_code == 200
+        return [t["title"] for t in response.json()["items"]]
+
+    assert titles(f"owner_id={alice.id}") == ["a1", "A2 milk"]
+    assert titles(f"owner_id={bob.id}&complete=true") == ["b1"]
+    assert titles("priority=2&sort=-title") == ["b1", "A2 milk"]
+    assert titles("q=MILK") == ["A2 milk"]
+    assert titles("owner_id=999999") == []
+    for bad in ("owner_id=0", "owner_id=2147483648", "limit=101", "sort=owner"):
+        assert client.get(f"/admin/todos?{bad}", headers=admin.headers).status_code == 422
+
+
+def test_admin_deletes_any_todo_then_404(
+    client: TestClient, admin: Account, alice: Account, db: Session
+) -> None:
+    todo = create(client, alice)
+    assert client.delete(f"/admin/todos/{todo['id']}", headers=admin.headers).status_code == 204
+    assert db.get(Todo, todo["id"]) is None
+    assert client.delete(f"/admin/todos/{todo['id']}", headers=admin.headers).status_code == 404
+
+
+def test_admin_lists_users_by_id_with_filters_and_paging(
+    client: TestClient, admin: Account, alice: Account, bob: Account, db: Session
+) -> None:
+    client.patch("/users/me", json={"lastname": "Liddell"}, headers=alice.headers)
+    db.get_one(User, bob.id).is_active = False
+    db.commit()
+
+    def names(query: str = "") -> list[str]:
+        response = client.get(f"/admin/users?{query}", headers=admin.headers)
+        assert response.status_code == 200, response.text
+        return [u["username"] for u in response.json()["items"]]
+
+    assert names() == ["root", "alice", "bob"]
+    assert names("role=admin") == ["root"]
+    assert names("role=user") == ["alice", "bob"]
+    assert names("is_active=false") == ["bob"]
+    assert names("q=LIDD") == ["alice"]
+    assert names("q=BOB@example") == ["bob"]
+    assert names("q=%25") == []
+    page = client.get("/admin/users?limit=2&offset=1", headers=admin.headers).json()
+    assert ([u["username"] for u in page["items"]], page["total"], page["limit"]) == (
+        ["alice", "bob"],
+        3,
+        2,
+    )
+    assert all("hash" not in key for u in page["items"] for key in u)
+    for bad in ("role=root", "is_active=perhaps", "limit=0", "offset=-1"):
+        assert client.get(f"/admin/users?{bad}", headers=admin.headers).status_code == 422
+
+
+def test_admin_reads_one_user_or_404(client: TestClient, admin: Account, alice: Account) -> None:
+    response = client.get(f"/admin/users/{alice.id}", headers=admin.headers)
+    assert response.status_code == 200
+    assert response.json()["username"] == "alice"
+    assert client.get("/admin/users/999999", headers=admin.headers).status_code == 404
+    assert client.get("/admin/users/0", headers=admin.headers).status_code == 422
+
+
+def test_promotion_applies_at_once_and_demotion_too(
+    client: TestClient, admin: Account, alice: Account
+) -> None:
+    response = client.patch(
+        f"/admin/users/{alice.id}", json={"role": "admin"}, headers=admin.headers
+    )
+    assert response.status_code == 200
+    assert response.json()["role"] == "admin"
+    assert client.get("/admin/users", headers=alice.headers).status_code == 200  # same token
+    client.patch(f"/admin/users/{alice.id}", json={"role": "user"}, headers=admin.headers)
+    assert client.get("/admin/users", headers=alice.headers).status_code == 403
+
+
+def test_disabling_revokes_tokens_which_stay_revoked_after_reenabling(
+    client: TestClient, admin: Account, alice: Account
+) -> None:
+    response = client.patch(
+        f"/admin/users/{alice.id}", json={"is_active": False}, headers=admin.headers
+    )
+    assert response.status_code == 200
+    assert response.json()["is_active"] is False
+    assert client.get("/users/me", headers=alice.headers).status_code == 401
+    login_attempt = client.post("/auth/token", data={"username": "alice", "password": PASSWORD})
+    assert login_attempt.status_code == 403
+    client.patch(f"/admin/users/{alice.id}", json={"is_active": True}, headers=admin.headers)
+    assert client.get("/users/me", headers=alice.headers).status_code == 401
+    fresh = login(client, "alice")
+    assert client.get("/users/me", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"role": "root"},
+        {"role": None},
+        {"is_active": None},
+        {"is_active": "no"},
+        {"username": "x"},
+        {"email": "x@example.com"},
+    ],
+)
+def test_admin_patch_with_invalid_body_is_422(
+    client: TestClient, admin: Account, alice: Account, body: dict[str, Any]
+) -> None:
+    response = client.patch(f"/admin/users/{alice.id}", json=body, headers=admin.headers)
+    assert response.status_code == 422
+
+
+def test_admin_patch_of_a_missing_user_is_404(client: TestClient, admin: Account) -> None:
+    response = client.patch("/admin/users/999999", json={"role": "user"}, headers=admin.headers)
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("body", [{"role": "user"}, {"is_active": False}])
+def test_an_admin_cannot_demote_or_disable_themselves(
+    client: TestClient, admin: Account, bob: Account, db: Session, body: dict[str, Any]
+) -> None:
+    set_role(db, bob.id, "admin")  # not the last admin: still refused
+    response = client.patch(f"/admin/users/{admin.id}", json=body, headers=admin.headers)
+    assert response.status_code == 409
+    me = client.get("/users/me", headers=admin.headers).json()
+    assert (me["role"], me["is_active"]) == ("admin", True)
+
+
+def test_an_admin_may_patch_themselves_without_losing_anything(
+    client: TestClient, admin: Account
+) -> None:
+    response = client.patch(
+        f"/admin/users/{admin.id}", json={"role": "admin", "is_active": True}, headers=admin.headers
+    )
+    assert response.status_code == 200
+
+
+def test_admins_can_demote_each_other_until_one_is_left(
+    client: TestClient, admin: Account, bob: Account, db: Session
+) -> None:
+    set_role(db, bob.id, "admin")
+    response = client.patch(f"/admin/users/{bob.id}", json={"role": "user"}, headers=admin.headers)
+    assert response.status_code == 200
+    admins = db.scalar(select(func.count()).select_from(User).where(User.role == "admin"))
+    assert admins == 1
+
+
+def test_admin_deletes_a_user_with_their_todos(
+    client: TestClient, admin: Account, alice: Account, bob: Account, db: Session
+) -> None:
+    create(client, alice)
+    create(client, alice)
+    kept = create(client, bob)
+    assert client.delete(f"/admin/users/{alice.id}", headers=admin.headers).status_code == 204
+    assert db.get(User, alice.id) is None
+    assert db.scalars(select(Todo.id)).all() == [kept["id"]]
+    assert client.delete(f"/admin/users/{alice.id}", headers=admin.headers).status_code == 404
+    assert client.get("/users/me", headers=alice.headers).status_code == 401
+
+
+def test_an_admin_cannot_delete_themselves_through_admin(
+    client: TestClient, admin: Account
+) -> None:
+    response = client.delete(f"/admin/users/{admin.id}", headers=admin.headers)
+    assert response.status_code == 409
+    assert client.get("/users/me", headers=admin.headers).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/admin/todos?limit=100", "/admin/users?limit=100"])
+def test_admin_lists_run_a_fixed_number_of_statements(
+    client: TestClient, admin: Account, count_statements: StatementCounter, path: str
+) -> None:
+    counts = []
+    for size in (2, 30):
+        for n in range(size):
+            account = make_account(client, f"u{size}x{n}") if n < 3 else None
+            create(client, account or admin, title=f"t{n}")
+        count_statements.statements.clear()
+        assert client.get(path, headers=admin.headers).status_code == 200
+        counts.append(len(count_statements.statements))
+    assert max(counts) <= 3

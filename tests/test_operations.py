@@ -1,0 +1,394 @@
+"""Operations: health and readiness, request ids, body limit, JSON 404/405, CORS,
+database outages, access logs without secrets, and start-up refusals."""
+
+import logging
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from tests.conftest import PASSWORD, ROOT, Account, AppFactory, Backend, migrate, register
+from todoapp.config import DEVELOPMENT_SECRET_KEY, Settings
+from todoapp.database import Database, head_revision, make_engine
+from todoapp.main import create_app
+
+# --- health and readiness ------------------------------------------------------
+
+
+def test_healthz(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_at_head(client: TestClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "migrations": head_revision()}
+
+
+def _client_for(url: str) -> TestClient:
+    settings = Settings(database_url=url, bcrypt_rounds=4)
+    return TestClient(create_app(settings, database=Database(make_engine(url, settings))))
+
+
+def test_readyz_is_503_and_routes_refuse_on_an_unmigrated_database(
+    empty_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.ERROR, logger="todoapp"),
+        _client_for(empty_database_url) as client,
+    ):
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert "alembic upgrade head" in response.json()["detail"]
+        register_attempt = client.post(
+            "/auth/register",
+            json={"username": "ada", "email": "ada@example.com", "password": PASSWORD},
+        )
+        assert register_attempt.status_code == 503
+        assert "alembic upgrade head" in register_attempt.json()["detail"]
+        assert client.get("/healthz").status_code == 200
+    startup = [r.getMessage() for r in caplog.records if "alembic upgrade head" in r.getMessage()]
+    assert len(startup) == 1
+
+
+def test_readyz_is_503_on_an_old_revision_then_200_after_upgrade(
+    empty_database_url: str,
+) -> None:
+    migrate(empty_database_url, "0001")
+    with _client_for(empty_database_url) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert "0001" in response.json()["detail"]
+        migrate(empty_database_url)
+        assert client.get("/readyz").status_code == 200
+        register(client, "ada")
+
+
+def test_sqlite_enforces_foreign_keys(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fk.db'}"
+    migrate(url)
+    engine = make_engine(url, Settings(database_url=url))
+    with engine.connect() as connection:
+        with pytest.raises(Exception, match="FOREIGN KEY"):
+            connection.execute(
+                text("INSERT INTO todos (title, priority, owner_id) VALUES ('t', 1, 12345)")
+            )
+        connection.rollback()
+    engine.dispose()
+
+
+# --- request ids, size limit, 404/405, CORS ------------------------------------
+def test_every_response_has_a_request_id_and_echoes_the_clients(client: TestClient) -> None:
+    generated = client.get("/healthz").headers["x-request-id"]
+    assert len(generated) >= 16
+    assert client.get("/nowhere").headers["x-request-id"]
+    echoed = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    hostile = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert hostile.headers["x-request-id"] != "bad id\twith spaces"
+
+
+def test_unknown_path_is_json_404_and_wrong_method_json_405_with_allow(
+    client: TestClient,
+) -> None:
+    missing = client.get("/no/such/path")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Not Found"}
+    wrong = client.delete("/healthz")
+    assert wrong.status_code == 405
+    assert wrong.json() == {"detail": "Method Not Allowed"}
+    assert wrong.headers["allow"] == "GET"
+    assert client.put("/todos").headers["allow"]
+
+
+MIB = 1024 * 1024
+
+
+def _body_of(size: int) -> bytes:
+    # A valid JSON body of exactly `size` bytes: a title padded with spaces.
+    head, tail = b'{"title": "t", "priority": 1', b"}"
+    return head + b" " * (size - len(head) - len(tail)) + tail
+
+
+def test_a_body_of_exactly_1_mib_is_accepted(client: TestClient, alice: Account) -> None:
+    body = _body_of(MIB)
+    assert len(body) == MIB
+    response = client.post(
+        "/todos", content=body, headers={**alice.headers, "content-type": "application/json"}
+    )
+    assert response.status_code == 201
+
+
+def test_one_byte_more_is_413_before_authentication(client: TestClient) -> None:
+    response = client.post(
+        "/todos", content=_body_of(MIB + 1), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body is larger than 1 MiB"}
+    assert response.headers["x-request-id"]
+
+
+def test_chunked_body_over_1_mib_is_413(client: TestClient, alice: Account) -> None:
+    def chunks() -> Iterator[bytes]:
+        body = _body_of(MIB + 1)
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    response = client.post(
+        "/todos", content=chunks(), headers={**alice.headers, "content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert client.get("/todos", headers=alice.headers).json()["total"] == 0
+
+
+def test_chunked_body_within_the_limit_is_handed_on_whole(
+    client: TestClient, alice: Account
+) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"title": "chunked",'
+        yield b' "priority": 2}'
+
+    response = client.post(
+        "/todos", content=chunks(), headers={**alice.headers, "content-type": "application/json"}
+    )
+    assert response.status_code == 201
+    assert response.json()["title"] == "chunked"
+
+
+def test_cors_is_off_by_default(client: TestClient) -> None:
+    response = client.options(
+        "/todos",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_cors_allows_only_the_configured_origins(app_factory: AppFactory) -> None:
+    with TestClient(app_factory(cors_origins=["https://app.example"])) as client:
+        allowed = client.options(
+            "/todos",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        other = client.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_cors_origins_setting_reads_a_comma_separated_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+    assert Settings().cors_origins == ["https://a.example", "https://b.example"]
+
+
+# --- logs carry no secrets -------------------------------------------------------
+def test_log_lines_carry_no_password_token_or_hash(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        register(client, "ada", password="first-secret-pw")
+        response = client.post(
+            "/auth/token", data={"username": "ada", "password": "first-secret-pw"}
+        )
+        token = response.json()["access_token"]
+        client.post("/auth/token", data={"username": "ada", "password": "wrong-secret-pw"})
+        client.put(
+            "/users/me/password",
+            json={"current_password": "first-secret-pw", "new_password": "second-secret-pw"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        client.get("/users/me?access_token=" + token)
+    # Everything the server side logged (httpx is the test's own client).
+    text_logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "httpx")
+    assert "POST /auth/token 200" in text_logged
+    for secret in ("first-secret-pw", "second-secret-pw", "wrong-secret-pw", token, "$2b$"):
+        assert secret not in text_logged
+    assert "Traceback" not in caplog.text
+
+
+def test_one_access_line_per_request(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="todoapp.access"):
+        response = client.get("/healthz", headers={"X-Request-ID": "req-42"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "todoapp.access"]
+    assert response.status_code == 200
+    assert len(lines) == 1
+    method, path, status, duration, request_id = lines[0].split()
+    assert (method, path, status, request_id) == ("GET", "/healthz", "200", "req-42")
+    assert duration.endswith("ms")
+
+
+# --- the database goes away and comes back ---------------------------------------
+class TcpProxy:
+    """A TCP forwarder to PostgreSQL that the test can take down and bring back."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                # shutdown() wakes the thread blocked in accept(); close() alone does not.
+                try:
+                    self._listener.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self._listener.close()
+                self._listener = None
+            for sock in self._sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+            self._sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while True:
+                readable, _, _ = select.select([a, b], [], [], 1.0)
+                for source in readable:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (b if source is a else a).sendall(data)
+        except OSError:
+            return
+
+
+@pytest.fixture
+def proxied_postgres(pg_backend: Backend) -> Iterator[tuple[TcpProxy, str]]:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_backend.url)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+    proxy.up()
+    try:
+        yield proxy, url.set(port=proxy.port).render_as_string(hide_password=False)
+    finally:
+        proxy.down()
+
+
+def test_database_down_gives_quick_503s_and_the_app_recovers_by_itself(
+    proxied_postgres: tuple[TcpProxy, str], pg_backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy, url = proxied_postgres
+    settings = Settings(database_url=url, bcrypt_rounds=4, db_pool_timeout=2)
+    engine = make_engine(url, settings)
+    try:
+        with TestClient(create_app(settings, database=Database(engine))) as client:
+            register(client, "outage")
+            token = client.post(
+                "/auth/token", data={"username": "outage", "password": PASSWORD}
+            ).json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            assert client.get("/todos", headers=headers).status_code == 200
+
+            proxy.down()
+            with caplog.at_level(logging.WARNING):
+                for path in ("/todos", "/users/me", "/readyz"):
+                    started = time.monotonic()
+                    response = client.get(path, headers=headers)
+                    assert response.status_code == 503, path
+                    assert time.monotonic() - started < 10
+                assert client.get("/todos", headers=headers).json() == {
+                    "detail": "database unavailable"
+                }
+                assert client.get("/readyz").json() == {"detail": "database unavailable"}
+            assert "Traceback" not in caplog.text
+
+            proxy.up()
+            assert client.get("/todos", headers=headers).status_code == 200
+            assert client.get("/readyz").status_code == 200
+    finally:
+        engine.dispose()
+        with pg_backend.engine.begin() as connection:
+            connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
+
+
+# --- start-up refusals -------------------------------------------------------------
+def _start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ENVIRONMENT")}
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", "import todoapp.main"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=full,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"ENVIRONMENT": "production"}, "built-in development key"),
+        ({"ENVIRONMENT": "production", "SECRET_KEY": DEVELOPMENT_SECRET_KEY}, "built-in"),
+        ({"ENVIRONMENT": "staging", "SECRET_KEY": "too-short"}, "shorter than 32 bytes"),
+    ],
+)
+def test_outside_development_an_unsafe_secret_refuses_to_start_in_one_line(
+    env: dict[str, str], reason: str
+) -> None:
+    result = _start(env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert reason in lines[0]
+
+
+def test_production_with_a_long_secret_starts() -> None:
+    result = _start({"ENVIRONMENT": "production", "SECRET_KEY": "k" * 32})
+    assert result.returncode == 0, result.stderr
+
+
+def test_development_uses_the_built_in_key_with_a_warning(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'dev.db'}"
+    settings = Settings(
+        environment="development", secret_key=DEVELOPMENT_SECRET_KEY, database_url=url
+    )
+    settings.check_secret_key()  # no refusal
+    with caplog.at_level(logging.WARNING, logger="todoapp"), TestClient(create_app(settings)):
+        pass
+    assert any("development key" in r.getMessage() for r in caplog.records)
