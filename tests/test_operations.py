@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from tests.conftest import PASSWORD, ROOT, Account, AppFactory, Backend, migrate, register
-from todoapp.config import DEVELOPMENT_SECRET_KEY, Settings
+from todoapp.config import DEVELOPMENT_SECRET_KEY, ConfigError, Settings
 from todoapp.database import Database, head_revision, make_engine
 from todoapp.main import create_app
 
@@ -392,3 +392,14 @@ def test_development_uses_the_built_in_key_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="todoapp"), TestClient(create_app(settings)):
         pass
     assert any("development key" in r.getMessage() for r in caplog.records)
+
+
+def test_a_blank_secret_key_means_unset_never_an_empty_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SECRET_KEY", "")
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    settings = Settings()
+    assert settings.uses_development_secret
+    with pytest.raises(ConfigError, match="built-in development key"):
+        settings.check_secret_key()

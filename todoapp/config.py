@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `SECRET_KEY=` (as in .env.example) means "not set", never an empty key.
+        return DEVELOPMENT_SECRET_KEY if isinstance(value, str) and not value.strip() else value
+
     @property
     def uses_development_secret(self) -> bool:
         return self.secret_key == DEVELOPMENT_SECRET_KEY
