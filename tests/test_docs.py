@@ -1,5 +1,6 @@
 """/docs, /redoc and /scalar: served from shipped assets, loading nothing from another host."""
 
+import base64
 import hashlib
 import json
 import re
@@ -63,6 +64,26 @@ def test_docs_page_names_no_other_host(client: TestClient, path: str) -> None:
         parts = urlsplit(url)
         assert (parts.scheme, parts.netloc) == ("", ""), url
         assert url.startswith("/static/docs/"), url
+
+
+@pytest.mark.parametrize("path", [*DOCS_PAGES, "/docs/oauth2-redirect"])
+def test_docs_page_policy_keeps_the_browser_on_this_origin(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    directives = response.headers["content-security-policy"].split(";")
+    policy = {name: sources for name, *sources in (part.split() for part in directives)}
+    assert policy["default-src"] == ["'self'"]
+    allowed = {"'self'", "'none'", "data:", "blob:"}
+    for name, sources in policy.items():
+        for source in sources:
+            inline_style = name == "style-src" and source == "'unsafe-inline'"
+            assert source in allowed or source.startswith("'sha256-") or inline_style, source
+    # Without eval or 'unsafe-inline', each inline script runs only if its hash is listed.
+    inline = re.findall(r"<script>(.*?)</script>", response.text, re.DOTALL)
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in inline
+    ]
+    assert sorted(hashes) == sorted(s for s in policy["script-src"] if s.startswith("'sha256-"))
 
 
 @pytest.mark.parametrize("path", [*DOCS_PAGES, "/docs/oauth2-redirect"])

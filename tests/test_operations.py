@@ -1,6 +1,7 @@
 """Operations: health and readiness, request ids, body limit, JSON 404/405, CORS,
 database outages, access logs without secrets, and start-up refusals."""
 
+import contextlib
 import logging
 import os
 import select
@@ -254,17 +255,13 @@ class TcpProxy:
         with self._lock:
             if self._listener is not None:
                 # shutdown() wakes the thread blocked in accept(); close() alone does not.
-                try:
+                with contextlib.suppress(OSError):
                     self._listener.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 self._listener.close()
                 self._listener = None
             for sock in self._sockets:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
             self._sockets.clear()
 

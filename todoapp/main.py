@@ -81,8 +81,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         # FastAPI's list of field errors, less each `input`: an input can be a
         # password, or a whole body holding one, and must never be echoed.
         errors = [
-            {key: value for key, value in error.items() if key != "input"}
-            for error in exc.errors()
+            {key: value for key, value in error.items() if key != "input"} for error in exc.errors()
         ]
         return AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
