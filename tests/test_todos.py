@@ -351,3 +351,13 @@ def test_todo_list_runs_a_fixed_number_of_statements(
     # The user, the page and (unless the page holds the end) its count: the number
     # does not grow with the page size or the data, so there is no N+1.
     assert max(counts) <= 3
+
+
+def test_a_json_body_that_is_not_utf8_is_422(client: TestClient, alice: Account) -> None:
+    response = client.post(
+        "/todos",
+        content=b'{"title": "\xff\xfe", "priority": 1}',
+        headers={**alice.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"

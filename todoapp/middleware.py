@@ -57,6 +57,7 @@ class RequestContextMiddleware:
         request_id = ""
         has_body = False
         content_length: int | None = None
+        json_body = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
@@ -70,6 +71,9 @@ class RequestContextMiddleware:
                     content_length = None
             elif name == b"transfer-encoding":
                 has_body = True
+            elif name == b"content-type":
+                media_type = value.split(b";", 1)[0].strip().lower()
+                json_body = media_type == b"application/json" or media_type.endswith(b"+json")
         request_id = request_id or uuid.uuid4().hex
         id_header = (b"x-request-id", request_id.encode())
         status_holder = [500]
@@ -95,6 +99,11 @@ class RequestContextMiddleware:
                         {"detail": "Request body is larger than 1 MiB"},
                         [id_header, (b"connection", b"close")],
                     )
+                    return
+                if json_body and not _is_utf8(body):
+                    # JSON is UTF-8; anything else is malformed JSON, a 422 like any other.
+                    status_holder[0] = 422
+                    await _send_json(send, 422, _NOT_UTF8, [id_header])
                     return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_with_id)
@@ -136,6 +145,26 @@ class RequestContextMiddleware:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+_NOT_UTF8 = {
+    "detail": [
+        {
+            "type": "json_invalid",
+            "loc": ["body", 0],
+            "msg": "JSON decode error",
+            "ctx": {"error": "the body is not valid UTF-8"},
+        }
+    ]
+}
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
