@@ -42,3 +42,15 @@ serve: $(VENV)/.runtime
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+
+## e2e: /docs, /redoc and /scalar of a live server in headless Chromium (Debian's), every
+## other host blocked; screenshots in build/e2e/. Not part of `make test`.
+e2e: $(VENV)/.dev
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+	$(BIN)/python e2e/run_e2e.py
+
+## bench: load-test one production worker on PostgreSQL with wrk (about 5 minutes; not part of test)
+bench: $(VENV)/.dev
+	$(BIN)/python bench/run.py

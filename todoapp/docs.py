@@ -116,6 +116,7 @@ def install_docs(app: FastAPI) -> None:
         page = get_scalar_api_reference(
             openapi_url=root + openapi_url,
             title=f"{title} - Scalar",
+            scalar_js_url=root + SCALAR_JS,
             scalar_favicon_url=root + FAVICON,
             with_default_fonts=False,
             telemetry=False,
