@@ -38,6 +38,15 @@ def register(body: UserCreate, db: SessionDep, response: Response) -> UserOut:
     summary="Log in with username (or email) and password",
     operation_id="auth-token",
     responses=errors(401, 403, 429, *BODY, *DB),
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "example": {"username": "ada", "password": "correct horse battery"}
+                }
+            }
+        }
+    },
 )
 def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, db: SessionDep
