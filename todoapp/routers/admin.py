@@ -1,5 +1,6 @@
 """/admin: every user's todos and accounts; role `admin` only."""
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -28,13 +29,7 @@ def list_todos(
     limit: Limit = 20,
     offset: Offset = 0,
 ) -> Page[TodoOut]:
-    scoped = todos.TodoQuery(
-        complete=query.complete,
-        priority=query.priority,
-        q=query.q,
-        sort=query.sort,
-        owner_id=owner_id,
-    )
+    scoped = replace(query, owner_id=owner_id)
     items, total = todos.list_todos(db, scoped, limit=limit, offset=offset)
     return page_of_todos(items, total, limit, offset)
 

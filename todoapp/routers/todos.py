@@ -1,5 +1,7 @@
 """/todos: the signed-in user's own todos."""
 
+from dataclasses import replace
+
 from fastapi import APIRouter, Response, status
 
 from todoapp.deps import CurrentUser, IdPath, Limit, Offset, SessionDep, TodoQueryDep
@@ -26,13 +28,7 @@ def page_of_todos(items: object, total: int, limit: int, offset: int) -> Page[To
 def list_todos(
     user: CurrentUser, db: SessionDep, query: TodoQueryDep, limit: Limit = 20, offset: Offset = 0
 ) -> Page[TodoOut]:
-    scoped = todos.TodoQuery(
-        complete=query.complete,
-        priority=query.priority,
-        q=query.q,
-        sort=query.sort,
-        owner_id=user.id,
-    )
+    scoped = replace(query, owner_id=user.id)
     items, total = todos.list_todos(db, scoped, limit=limit, offset=offset)
     return page_of_todos(items, total, limit, offset)
 
