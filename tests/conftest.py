@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from todoapp.config import Settings, get_settings
 from todoapp.database import Database, database_url, make_engine
-from todoapp.deps import get_session
+from todoapp.deps import SessionSource, get_session_source
 from todoapp.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,18 +206,21 @@ AppFactory = Callable[..., FastAPI]
 def app_factory(backend: Backend, connection: Connection) -> AppFactory:
     """Apps with changed settings, whose sessions join the test's transaction."""
 
-    def session_in_test_transaction() -> Iterator[Session]:
-        with Session(
-            bind=connection,
-            join_transaction_mode="create_savepoint",
-            expire_on_commit=False,
-            autoflush=False,
-        ) as session:
-            yield session
+    class SessionsInTestTransaction(SessionSource):
+        def open(self) -> Session:
+            return Session(
+                bind=connection,
+                join_transaction_mode="create_savepoint",
+                expire_on_commit=False,
+                autoflush=False,
+            )
+
+    async def sessions_in_test_transaction() -> SessionSource:
+        return SessionsInTestTransaction(backend.database)
 
     def make(**settings: Any) -> FastAPI:
         app = create_app(settings_for_tests(**settings), database=backend.database)
-        app.dependency_overrides[get_session] = session_in_test_transaction
+        app.dependency_overrides[get_session_source] = sessions_in_test_transaction
         return app
 
     return make

@@ -8,9 +8,12 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from todoapp import security
+from todoapp.database import Database
 from todoapp.errors import NotAuthenticated, PermissionDenied
 from todoapp.models import User
 from todoapp.schemas import SearchText
+from todoapp.security import TokenClaims
+from todoapp.services import users
 from todoapp.services.todos import SortKey, TodoQuery
 
 MAX_ID = 2**31 - 1  # PostgreSQL's integer
@@ -18,29 +21,50 @@ MAX_ID = 2**31 - 1  # PostgreSQL's integer
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="auth/token", auto_error=False)
 
 
-def get_session(request: Request) -> Iterator[Session]:
+class SessionSource:
+    """Opens sessions for a request (no I/O until one is used); tests swap it."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def open(self) -> Session:
+        # Blocking on the first request only, and always called from a worker thread.
+        self.database.ensure_schema_ready()
+        return self.database.session_factory()
+
+
+# Async, since it does no I/O: a sync dependency would cost a threadpool hop.
+async def get_session_source(request: Request) -> SessionSource:
+    source: SessionSource = request.app.state.session_source
+    return source
+
+
+SessionSourceDep = Annotated[SessionSource, Depends(get_session_source)]
+
+
+def get_session(source: SessionSourceDep) -> Iterator[Session]:
     """One session per request; whatever a service did not commit is rolled back."""
-    database = request.app.state.database
-    database.ensure_schema_ready()
-    with database.session_factory() as session:
+    with source.open() as session:
         yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 
-INVALID_TOKEN = "Could not validate credentials"
 
-
-def get_current_user(db: SessionDep, token: TokenDep) -> User:
+async def get_token_claims(token: TokenDep) -> TokenClaims:
+    """The claims of a well-signed, unexpired bearer token: checked without a thread."""
     claims = security.read_access_token(token) if token else None
     if claims is None:
-        raise NotAuthenticated(INVALID_TOKEN)
-    user = db.get(User, claims.user_id)
-    # Role and is_active come from the database on every request, never the token.
-    if user is None or not user.is_active or user.token_version != claims.token_version:
-        raise NotAuthenticated(INVALID_TOKEN)
-    return user
+        raise NotAuthenticated(users.INVALID_TOKEN)
+    return claims
+
+
+TokenClaimsDep = Annotated[TokenClaims, Depends(get_token_claims)]
+
+
+def get_current_user(db: SessionDep, claims: TokenClaimsDep) -> User:
+    return users.user_for_token(db, claims)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from todoapp.config import ConfigError, Settings, get_settings
 from todoapp.database import Database, SchemaNotReady, make_engine
+from todoapp.deps import SessionSource
 from todoapp.docs import install_docs
 from todoapp.errors import (
     Conflict,
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.session_source = SessionSource(database)
     app.state.login_failures = make_failure_store(
         settings.redis_url, settings.login_max_failures, settings.login_window_seconds
     )

@@ -1,6 +1,5 @@
 """Todos: owner-scoped CRUD, filtering, search, sorting and paging."""
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -61,16 +60,40 @@ def _order_by(sort: str) -> list[Any]:
     return [first] if column is Todo.id else [first, Todo.id.asc()]
 
 
+# Read paths take rows, not ORM objects: no identity map or instance state to build.
+_COLUMNS = (
+    Todo.id,
+    Todo.title,
+    Todo.description,
+    Todo.priority,
+    Todo.complete,
+    Todo.owner_id,
+    Todo.created_at,
+    Todo.updated_at,
+)
+
+
 def list_todos(
     db: Session, query: TodoQuery, *, limit: int, offset: int
-) -> tuple[Sequence[Todo], int]:
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of todos as dicts, and how many match in all.
+
+    The page and its total come from one statement (`count(*) over ()`); only a page
+    past the end needs a second one to learn the total.
+    """
     conditions = _conditions(query)
     page = (
-        select(Todo).where(*conditions).order_by(*_order_by(query.sort)).limit(limit).offset(offset)
+        select(*_COLUMNS, func.count().over().label("total"))
+        .where(*conditions)
+        .order_by(*_order_by(query.sort))
+        .limit(limit)
+        .offset(offset)
     )
-    items = db.scalars(page).all()
-    if len(items) < limit and (items or offset == 0):
-        return items, offset + len(items)  # this page holds the end: no count needed
+    items = [dict(row) for row in db.execute(page).mappings()]
+    if items:
+        return items, items[0]["total"]
+    if offset == 0:
+        return items, 0
     total = db.scalar(select(func.count()).select_from(Todo).where(*conditions)) or 0
     return items, total
 

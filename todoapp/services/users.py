@@ -16,6 +16,7 @@ BAD_CREDENTIALS = "Incorrect username or password"
 USERNAME_TAKEN = "username is already taken"
 EMAIL_TAKEN = "email is already registered"
 LAST_ADMIN = "the last active admin cannot be demoted, disabled or deleted"
+INVALID_TOKEN = "Could not validate credentials"
 
 
 def _conflict_from(exc: IntegrityError) -> Conflict:
@@ -61,6 +62,15 @@ def find_by_login(db: Session, login: str) -> User | None:
         .order_by(User.id)
         .limit(1)
     )
+
+
+def user_for_token(db: Session, claims: security.TokenClaims) -> User:
+    """The active user a token was issued to, unless the token has been revoked since."""
+    user = db.get(User, claims.user_id)
+    # Role and is_active come from the database on every request, never the token.
+    if user is None or not user.is_active or user.token_version != claims.token_version:
+        raise NotAuthenticated(INVALID_TOKEN)
+    return user
 
 
 def register(
