@@ -10,7 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, Backend, login, register
+from tests.conftest import PASSWORD, Backend, login, register, settings_for_tests
+from todoapp.database import Database, make_engine
+from todoapp.main import create_app
 
 pytestmark = pytest.mark.postgres_only
 
@@ -107,3 +109,28 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(
         with pg_backend.engine.begin() as connection:
             connection.execute(text("UPDATE users SET role = 'admin', is_active = true"))
         tokens = [login(committed_client, "first"), login(committed_client, "second")]
+
+
+@pytest.mark.parametrize("path", ["/users/me", "/todos", "/admin/users"])
+def test_a_burst_beyond_the_threads_and_pool_queues_instead_of_deadlocking(
+    pg_backend: Backend, path: str
+) -> None:
+    # Two threads and two pooled connections, 24 requests at once on routes with
+    # several dependencies: without admission control they deadlock until the pool
+    # times out (503s); with it they queue and all succeed.
+    settings = settings_for_tests(worker_threads=2, db_pool_timeout=3)
+    engine = make_engine(pg_backend.url, settings)
+    try:
+        with TestClient(create_app(settings, database=Database(engine))) as client:
+            user = register(client, "burst")
+            with engine.begin() as connection:
+                connection.execute(
+                    text("UPDATE users SET role = 'admin' WHERE id = :id"), {"id": user["id"]}
+                )
+            token = login(client, "burst")
+            responses = at_once(24, lambda _i: client.get(path, headers=bearer(token)))
+            assert [r.status_code for r in responses] == [200] * 24
+    finally:
+        engine.dispose()
+        with pg_backend.engine.begin() as connection:
+            connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))

@@ -1,6 +1,7 @@
 """FastAPI dependencies as Annotated aliases: SessionDep, CurrentUser, AdminUser, paging."""
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from todoapp import security
 from todoapp.database import Database
-from todoapp.errors import NotAuthenticated, PermissionDenied
+from todoapp.errors import NotAuthenticated, PermissionDenied, Unavailable
 from todoapp.models import User
 from todoapp.schemas import SearchText
 from todoapp.security import TokenClaims
@@ -17,6 +18,7 @@ from todoapp.services import users
 from todoapp.services.todos import SortKey, TodoQuery
 
 MAX_ID = 2**31 - 1  # PostgreSQL's integer
+SERVER_BUSY = "server busy: try again shortly"
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="auth/token", auto_error=False)
 
@@ -33,10 +35,25 @@ class SessionSource:
         return self.database.session_factory()
 
 
-# Async, since it does no I/O: a sync dependency would cost a threadpool hop.
-async def get_session_source(request: Request) -> SessionSource:
-    source: SessionSource = request.app.state.session_source
-    return source
+async def get_session_source(request: Request) -> AsyncIterator[SessionSource]:
+    """Admit the request to the database, then hand it the session source.
+
+    At most WORKER_THREADS requests are admitted at once, as many as there are threads
+    and pooled connections, so an admitted request always gets both. Without this, a
+    burst deadlocks: requests holding a connection wait for a thread while every thread
+    waits for a connection. A burst queues here instead, in the event loop, for at most
+    DB_POOL_TIMEOUT seconds (then 503). Async, since it does no I/O: a sync dependency
+    would cost a threadpool hop.
+    """
+    state = request.app.state
+    try:
+        await asyncio.wait_for(state.admission.acquire(), state.settings.db_pool_timeout)
+    except TimeoutError:
+        raise Unavailable(SERVER_BUSY) from None
+    try:
+        yield state.session_source
+    finally:
+        state.admission.release()
 
 
 SessionSourceDep = Annotated[SessionSource, Depends(get_session_source)]

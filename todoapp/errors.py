@@ -27,3 +27,7 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     """The request clashes with the current state, e.g. a taken username (409)."""
+
+
+class Unavailable(DomainError):
+    """The service cannot take the request now, e.g. too many waiting already (503)."""

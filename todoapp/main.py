@@ -1,5 +1,6 @@
 """create_app(): the app, its routers, middleware, error handlers and docs."""
 
+import asyncio
 import json
 import logging
 import sys
@@ -26,6 +27,7 @@ from todoapp.errors import (
     NotAuthenticated,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from todoapp.middleware import RequestContextMiddleware
 from todoapp.routers import admin, auth, operations, todos, users
@@ -39,6 +41,7 @@ _STATUS = {
     PermissionDenied: 403,
     NotFound: 404,
     Conflict: 409,
+    Unavailable: 503,
 }
 DATABASE_UNAVAILABLE = "database unavailable"
 
@@ -108,6 +111,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         # Our own access line replaces uvicorn's, which would also log query strings.
         logging.getLogger("uvicorn.access").disabled = True
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        app.state.admission = asyncio.Semaphore(settings.worker_threads)  # this loop's own
         try:
             problem = database.schema_problem()
         except Exception as exc:  # the app still starts; /readyz reports it
@@ -129,6 +133,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.database = database
     app.state.session_source = SessionSource(database)
+    # Remade at start-up for the serving loop; see deps.get_session_source.
+    app.state.admission = asyncio.Semaphore(settings.worker_threads)
     app.state.login_failures = make_failure_store(
         settings.redis_url, settings.login_max_failures, settings.login_window_seconds
     )
