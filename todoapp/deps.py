@@ -1,11 +1,13 @@
 """FastAPI dependencies as Annotated aliases: SessionDep, CurrentUser, AdminUser, paging."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from todoapp import security
@@ -19,6 +21,8 @@ from todoapp.services.todos import SortKey, TodoQuery
 
 MAX_ID = 2**31 - 1  # PostgreSQL's integer
 SERVER_BUSY = "server busy: try again shortly"
+
+logger = logging.getLogger("todoapp")
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="auth/token", auto_error=False)
 
@@ -61,8 +65,16 @@ SessionSourceDep = Annotated[SessionSource, Depends(get_session_source)]
 
 def get_session(source: SessionSourceDep) -> Iterator[Session]:
     """One session per request; whatever a service did not commit is rolled back."""
-    with source.open() as session:
+    session = source.open()
+    try:
         yield session
+    finally:
+        try:
+            session.close()
+        except DBAPIError as exc:
+            # The connection died after the response was made (the database went away);
+            # there is nothing left to undo, and the client already has its answer.
+            logger.warning("closing a session failed: %s", type(exc).__name__)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -54,11 +54,12 @@ class AsciiJSONResponse(JSONResponse):
 
 
 def _configure_logging(settings: Settings) -> None:
-    if not logger.handlers:
+    # Our own handler when nothing above us has one (as under uvicorn); records still
+    # propagate, so an embedding application or the test suite sees them too.
+    if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
-        logger.propagate = False
     logger.setLevel(settings.log_level)
 
 

@@ -116,8 +116,8 @@ class RequestContextMiddleware:
                 scope["path"],
                 request_id,
             )
-            status_holder[0] = 500
             if not started_response[0]:
+                status_holder[0] = 500
                 await _send_json(send, 500, {"detail": "Internal Server Error"}, [id_header])
         finally:
             access_log.info(

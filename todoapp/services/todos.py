@@ -98,11 +98,17 @@ def list_todos(
     return items, total
 
 
-def get_todo(db: Session, todo_id: int, *, owner_id: int | None) -> Todo:
-    """The todo, if it exists and (when owner_id is given) belongs to that owner."""
+def get_todo(db: Session, todo_id: int, *, owner_id: int | None, for_update: bool = False) -> Todo:
+    """The todo, if it exists and (when owner_id is given) belongs to that owner.
+
+    `for_update` locks the row until commit (PostgreSQL), so that concurrent writes to
+    one todo apply one after the other, each whole.
+    """
     query = select(Todo).where(Todo.id == todo_id)
     if owner_id is not None:
         query = query.where(Todo.owner_id == owner_id)
+    if for_update:
+        query = query.with_for_update()
     todo = db.scalar(query)
     if todo is None:
         raise NotFound(NOT_FOUND)
@@ -117,7 +123,9 @@ def create_todo(db: Session, owner_id: int, fields: dict[str, Any]) -> Todo:
 
 
 def update_todo(db: Session, todo_id: int, *, owner_id: int, changes: dict[str, Any]) -> Todo:
-    todo = get_todo(db, todo_id, owner_id=owner_id)
+    # Locked: the ORM writes only the columns that differ from what it read, so two
+    # unlocked writers could each land half of their change.
+    todo = get_todo(db, todo_id, owner_id=owner_id, for_update=bool(changes))
     if not changes:
         return todo
     for field, value in changes.items():

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -132,6 +132,8 @@ def logout(db: Session, user: User) -> None:
 
 
 def update_profile(db: Session, user: User, changes: dict[str, Any]) -> User:
+    # Re-read under a row lock, so that concurrent changes apply whole, one at a time.
+    db.refresh(user, with_for_update=True)
     _ensure_free(
         db, username=changes.get("username"), email=changes.get("email"), exclude_id=user.id
     )
@@ -216,17 +218,30 @@ def get_user(db: Session, user_id: int) -> User:
 
 
 def admin_update_user(db: Session, actor: User, user_id: int, changes: dict[str, Any]) -> User:
-    target = get_user(db, user_id)
-    demoting = changes.get("role", target.role) != "admin"
-    disabling = changes.get("is_active", target.is_active) is False
-    if target.id == actor.id and (demoting or disabling):
+    # Lock the target and every active admin in one statement, in id order, so that two
+    # admins acting on each other at once queue up instead of deadlocking, and the
+    # second one sees the first one's change.
+    locked = db.execute(
+        select(User.id, User.role, User.is_active)
+        .where(or_(User.id == user_id, and_(User.role == "admin", User.is_active.is_(True))))
+        .order_by(User.id)
+        .with_for_update()
+    ).all()
+    current = next((row for row in locked if row.id == user_id), None)
+    if current is None:
+        raise NotFound("user not found")
+    demoting = changes.get("role", current.role) != "admin"
+    disabling = changes.get("is_active", current.is_active) is False
+    if user_id == actor.id and (demoting or disabling):
         raise Conflict("an admin may not demote or disable themselves")
-    if target.role == "admin" and target.is_active and (demoting or disabling):
-        _refuse_losing_last_admin(db, target.id)
-    was_active = target.is_active
+    active_admins = [row.id for row in locked if row.role == "admin" and row.is_active]
+    if (demoting or disabling) and active_admins == [user_id]:
+        raise Conflict(LAST_ADMIN)
+    target = get_user(db, user_id)
+    db.refresh(target)  # the state read under the lock, not an earlier one
     for field, value in changes.items():
         setattr(target, field, value)
-    if was_active and changes.get("is_active") is False:
+    if current.is_active and changes.get("is_active") is False:
         db.flush()
         _revoke_tokens(db, target)
     commit(db)
