@@ -54,3 +54,14 @@ e2e: $(VENV)/.dev
 ## bench: load-test one production worker on PostgreSQL with wrk (about 5 minutes; not part of test)
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py
+
+## soak: two production workers on a private PostgreSQL cluster (15/soak on port 5433) and
+## Redis (6380), 50 clients for 60 s through a database restart, a Redis restart and a
+## SIGTERM; every acknowledged write is checked (about 2 minutes; not part of test).
+## Report in build/soak/report.md; exits non-zero on any violation.
+soak: $(VENV)/.dev
+	@command -v pg_createcluster >/dev/null && command -v redis-server >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y postgresql redis-server; }
+	$(BIN)/python -m soak.run

@@ -1,0 +1,1 @@
+"""`make soak`: two production workers under load through restarts; see soak/run.py."""
