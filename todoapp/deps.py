@@ -92,7 +92,8 @@ async def get_token_claims(token: TokenDep) -> TokenClaims:
 TokenClaimsDep = Annotated[TokenClaims, Depends(get_token_claims)]
 
 
-def get_current_user(db: SessionDep, claims: TokenClaimsDep) -> User:
+# The token first: a bad one is refused before the request waits for the database.
+def get_current_user(claims: TokenClaimsDep, db: SessionDep) -> User:
     return users.user_for_token(db, claims)
 
 
