@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # Settings come from the environment: fix them before todoapp is imported.
 os.environ.update(
@@ -42,6 +42,7 @@ from todoapp.main import create_app
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 PASSWORD = "password123"
+T = TypeVar("T")
 
 
 # --- PostgreSQL server ---------------------------------------------------------
@@ -214,6 +215,10 @@ def app_factory(backend: Backend, connection: Connection) -> AppFactory:
                 expire_on_commit=False,
                 autoflush=False,
             )
+
+        def read(self, work: Callable[[Session], T]) -> T:
+            with self.open() as session:
+                return work(session)
 
     async def sessions_in_test_transaction() -> SessionSource:
         return SessionsInTestTransaction(backend.database)

@@ -340,6 +340,33 @@ def test_database_down_gives_quick_503s_and_the_app_recovers_by_itself(
             connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
 
 
+def test_a_database_restart_between_requests_is_invisible(
+    proxied_postgres: tuple[TcpProxy, str], pg_backend: Backend
+) -> None:
+    # Every pooled connection dies between two requests, as in a quick restart: the
+    # pinged path (GET /users/me) and the retrying read (GET /todos) both answer 200.
+    proxy, url = proxied_postgres
+    settings = Settings(database_url=url, bcrypt_rounds=4)
+    engine = make_engine(url, settings)
+    try:
+        with TestClient(create_app(settings, database=Database(engine))) as client:
+            register(client, "restart")
+            token = client.post(
+                "/auth/token", data={"username": "restart", "password": PASSWORD}
+            ).json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            for path in ("/todos", "/users/me", "/todos", "/users/me"):
+                assert client.get(path, headers=headers).status_code == 200
+                proxy.down()
+                proxy.up()
+                response = client.get(path, headers=headers)
+                assert response.status_code == 200, (path, response.text)
+    finally:
+        engine.dispose()
+        with pg_backend.engine.begin() as connection:
+            connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
+
+
 # --- start-up refusals -------------------------------------------------------------
 def _start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ENVIRONMENT")}

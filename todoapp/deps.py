@@ -2,8 +2,8 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -23,6 +23,7 @@ MAX_ID = 2**31 - 1  # PostgreSQL's integer
 SERVER_BUSY = "server busy: try again shortly"
 
 logger = logging.getLogger("todoapp")
+T = TypeVar("T")
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="auth/token", auto_error=False)
 
@@ -37,6 +38,10 @@ class SessionSource:
         # Blocking on the first request only, and always called from a worker thread.
         self.database.ensure_schema_ready()
         return self.database.session_factory()
+
+    def read(self, work: Callable[[Session], T]) -> T:
+        """Run a read-only unit of work (see Database.read); call it from a thread."""
+        return self.database.read(work)
 
 
 async def get_session_source(request: Request) -> AsyncIterator[SessionSource]:

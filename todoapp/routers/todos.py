@@ -1,10 +1,12 @@
 """/todos: the signed-in user's own todos."""
 
 from dataclasses import replace
+from typing import Any
 
 from fastapi import APIRouter, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter
+from sqlalchemy.orm import Session
 
 from todoapp.deps import (
     CurrentUser,
@@ -50,11 +52,13 @@ async def list_todos(
     # The hottest route, so it is built for speed (see README, Performance): the token
     # was checked without a thread; the user check and the page (with its total, in one
     # statement) share one trip to the threadpool; the page goes out as JSON bytes.
+    def read_page(db: Session) -> tuple[list[dict[str, Any]], int]:
+        user = users.user_for_token(db, claims)
+        scoped = replace(query, owner_id=user.id)
+        return todos.list_todos(db, scoped, limit=limit, offset=offset)
+
     def page_json() -> bytes:
-        with sessions.open() as db:
-            user = users.user_for_token(db, claims)
-            scoped = replace(query, owner_id=user.id)
-            items, total = todos.list_todos(db, scoped, limit=limit, offset=offset)
+        items, total = sessions.read(read_page)
         page = {"items": items, "total": total, "limit": limit, "offset": offset}
         return _TODO_PAGE.dump_json(_TODO_PAGE.validate_python(page))
 
