@@ -1,0 +1,6 @@
+-- GET /todos?limit=20 as one of the demo users (rotating).
+function make_request(user, n)
+   return wrk.format("GET", "/todos?limit=20", {["Authorization"] = bearer(user)})
+end
+
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "lib.lua")

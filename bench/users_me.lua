@@ -1,0 +1,6 @@
+-- GET /users/me as one of the demo users (rotating).
+function make_request(user, n)
+   return wrk.format("GET", "/users/me", {["Authorization"] = bearer(user)})
+end
+
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "lib.lua")
