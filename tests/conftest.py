@@ -216,9 +216,9 @@ def app_factory(backend: Backend, connection: Connection) -> AppFactory:
                 autoflush=False,
             )
 
-        def read(self, work: Callable[[Session], T]) -> T:
-            with self.open() as session:
-                return work(session)
+        def read(self, work: Callable[[Connection], T]) -> T:
+            # The test's own connection (inside its transaction) serves reads too.
+            return work(connection)
 
     async def sessions_in_test_transaction() -> SessionSource:
         return SessionsInTestTransaction(backend.database)

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -145,15 +145,15 @@ class Database:
         self.engine = engine
         self.session_factory = make_session_factory(engine)
         # Reads on PostgreSQL run in autocommit: no BEGIN and ROLLBACK round trips.
-        self.read_session_factory = (
-            make_session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+        self.read_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
             if engine.dialect.name == "postgresql"
-            else self.session_factory
+            else engine
         )
         self.head = head_revision()
         self._schema_ready = False
 
-    def read(self, work: Callable[[Session], T]) -> T:
+    def read(self, work: Callable[[Connection], T]) -> T:
         """Run a read-only unit of work, once more if its connection turned out dead.
 
         Nothing was written, so the retry is safe; the dead connection made the pool
@@ -164,8 +164,8 @@ class Database:
         try:
             for attempt in (1, 2):
                 try:
-                    with self.read_session_factory() as session:
-                        return work(session)
+                    with self.read_engine.connect() as connection:
+                        return work(connection)
                 except DBAPIError as exc:
                     if attempt == 2 or not exc.connection_invalidated:
                         raise

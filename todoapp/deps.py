@@ -7,6 +7,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -39,7 +40,7 @@ class SessionSource:
         self.database.ensure_schema_ready()
         return self.database.session_factory()
 
-    def read(self, work: Callable[[Session], T]) -> T:
+    def read(self, work: Callable[[Connection], T]) -> T:
         """Run a read-only unit of work (see Database.read); call it from a thread."""
         return self.database.read(work)
 

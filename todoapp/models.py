@@ -1,6 +1,6 @@
 """User and Todo, mirroring the `users` and `todos` tables that the migrations create."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -15,9 +15,11 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.types import TypeDecorator
 
 from todoapp.database import Base
 
@@ -46,6 +48,28 @@ def _utcnow_postgresql(_element: Any, _compiler: Any, **_kw: Any) -> str:
 def _utcnow_sqlite(_element: Any, _compiler: Any, **_kw: Any) -> str:
     # Millisecond resolution, so that updated_at moves on two changes in one second.
     return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database.
+
+    PostgreSQL's timestamptz comes back aware already (at no cost); SQLite stores text
+    without a zone, read back here as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        parse = self.impl_instance.result_processor(dialect, coltype)
+        if dialect.name != "sqlite":
+            return parse
+
+        def to_utc(value: Any) -> datetime | None:
+            parsed = parse(value) if parse else value
+            return parsed.replace(tzinfo=UTC) if parsed is not None else None
+
+        return to_utc
 
 
 class User(Base):
@@ -81,11 +105,9 @@ class Todo(Base):
     priority: Mapped[int] = mapped_column(Integer)
     complete: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=FetchedValue()
-    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=FetchedValue())
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=FetchedValue(), onupdate=utcnow()
+        UtcDateTime, server_default=FetchedValue(), onupdate=utcnow()
     )
 
     owner: Mapped[User] = relationship(back_populates="todos")

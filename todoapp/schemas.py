@@ -1,15 +1,14 @@
 """Pydantic request and response models: the field rules of the HTTP contract."""
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     StringConstraints,
 )
 
@@ -76,15 +75,6 @@ Complete = Annotated[bool, Field(strict=True)]
 Role = Literal["user", "admin"]
 SearchText = Annotated[str, StringConstraints(max_length=200), AfterValidator(_storable)]
 
-
-def _utc_iso(value: datetime) -> str:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-UtcDatetime = Annotated[datetime, PlainSerializer(_utc_iso, return_type=str, when_used="json")]
 
 _RESPONSE = ConfigDict(from_attributes=True)
 
@@ -242,8 +232,9 @@ class TodoOut(BaseModel):
     priority: int
     complete: bool
     owner_id: int
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
+    # Aware UTC datetimes, which pydantic writes as ISO 8601 ending in Z.
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
 
 
 ItemT = TypeVar("ItemT")

@@ -1,10 +1,13 @@
 """Todos: owner-scoped CRUD, filtering, search, sorting and paging."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from todoapp.errors import NotFound
 from todoapp.models import Todo, utcnow
@@ -33,23 +36,10 @@ class TodoQuery:
     owner_id: int | None = None
 
 
-def _conditions(query: TodoQuery) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if query.owner_id is not None:
-        conditions.append(Todo.owner_id == query.owner_id)
-    if query.complete is not None:
-        conditions.append(Todo.complete.is_(query.complete))
-    if query.priority is not None:
-        conditions.append(Todo.priority == query.priority)
-    if query.q:
-        # autoescape: % and _ in the search text are plain characters.
-        conditions.append(
-            or_(
-                Todo.title.icontains(query.q, autoescape=True),
-                Todo.description.icontains(query.q, autoescape=True),
-            )
-        )
-    return conditions
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, with %, _ and \\ taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def _order_by(sort: str) -> list[Any]:
@@ -73,28 +63,68 @@ _COLUMNS = (
 )
 
 
+@lru_cache(maxsize=256)
+def _statements(
+    sort: str, owner: bool, complete: bool, priority: bool, search: bool
+) -> tuple[Select[*tuple[Any, ...]], Select[int]]:
+    """The page and count statements for one shape of query, built once.
+
+    Values travel as bind parameters, so each of the 128 shapes is constructed (and
+    compiled, in SQLAlchemy's cache) once per process instead of once per request.
+    """
+    conditions: list[ColumnElement[bool]] = []
+    if owner:
+        conditions.append(Todo.owner_id == bindparam("owner_id"))
+    if complete:
+        conditions.append(Todo.complete == bindparam("complete"))
+    if priority:
+        conditions.append(Todo.priority == bindparam("priority"))
+    if search:
+        pattern: BindParameter[str] = bindparam("pattern")
+        conditions.append(
+            or_(
+                Todo.title.ilike(pattern, escape="\\"),
+                Todo.description.ilike(pattern, escape="\\"),
+            )
+        )
+    page = (
+        select(*_COLUMNS, func.count().over().label("total"))
+        .where(*conditions)
+        .order_by(*_order_by(sort))
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+    count = select(func.count()).select_from(Todo).where(*conditions)
+    return page, count
+
+
 def list_todos(
-    db: Session, query: TodoQuery, *, limit: int, offset: int
-) -> tuple[list[dict[str, Any]], int]:
-    """One page of todos as dicts, and how many match in all.
+    db: Session | Connection, query: TodoQuery, *, limit: int, offset: int
+) -> tuple[Sequence[Row[*tuple[Any, ...]]], int]:
+    """One page of todos as rows, and how many match in all.
 
     The page and its total come from one statement (`count(*) over ()`); only a page
     past the end needs a second one to learn the total.
     """
-    conditions = _conditions(query)
-    page = (
-        select(*_COLUMNS, func.count().over().label("total"))
-        .where(*conditions)
-        .order_by(*_order_by(query.sort))
-        .limit(limit)
-        .offset(offset)
+    page, count = _statements(
+        query.sort,
+        query.owner_id is not None,
+        query.complete is not None,
+        query.priority is not None,
+        bool(query.q),
     )
-    items = [dict(row) for row in db.execute(page).mappings()]
+    params: dict[str, Any] = {
+        "owner_id": query.owner_id,
+        "complete": query.complete,
+        "priority": query.priority,
+        "pattern": like_pattern(query.q) if query.q else None,
+    }
+    items = db.execute(page, {**params, "limit": limit, "offset": offset}).all()
     if items:
-        return items, items[0]["total"]
+        return items, items[0].total
     if offset == 0:
         return items, 0
-    total = db.scalar(select(func.count()).select_from(Todo).where(*conditions)) or 0
+    total: int = db.execute(count, params).scalar_one()
     return items, total
 
 

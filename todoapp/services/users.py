@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -64,13 +64,31 @@ def find_by_login(db: Session, login: str) -> User | None:
     )
 
 
+def _token_holds(is_active: bool, token_version: int, claims: security.TokenClaims) -> bool:
+    # Role and is_active come from the database on every request, never the token.
+    return is_active and token_version == claims.token_version
+
+
 def user_for_token(db: Session, claims: security.TokenClaims) -> User:
     """The active user a token was issued to, unless the token has been revoked since."""
     user = db.get(User, claims.user_id)
-    # Role and is_active come from the database on every request, never the token.
-    if user is None or not user.is_active or user.token_version != claims.token_version:
+    if user is None or not _token_holds(user.is_active, user.token_version, claims):
         raise NotAuthenticated(INVALID_TOKEN)
     return user
+
+
+_TOKEN_USER = select(User.id, User.is_active, User.token_version).where(
+    User.id == bindparam("user_id")
+)
+
+
+def user_id_for_token(db: Session | Connection, claims: security.TokenClaims) -> int:
+    """user_for_token for read paths: one row, no ORM object."""
+    row = db.execute(_TOKEN_USER, {"user_id": claims.user_id}).first()
+    if row is None or not _token_holds(row.is_active, row.token_version, claims):
+        raise NotAuthenticated(INVALID_TOKEN)
+    user_id: int = row.id
+    return user_id
 
 
 def register(
