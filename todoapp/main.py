@@ -61,6 +61,12 @@ def _configure_logging(settings: Settings) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(settings.log_level)
+    # The logging HOWTO's optimisations: our records never show the caller's file and
+    # line, threads or processes, so do not spend time on every request finding them.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def _install_error_handlers(app: FastAPI) -> None:

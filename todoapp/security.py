@@ -83,19 +83,41 @@ def issue_access_token(user_id: int, token_version: int) -> IssuedToken:
 
 def read_access_token(token: str) -> TokenClaims | None:
     """The claims of a well-signed, unexpired token, or None for anything else."""
+    if len(token) > 4096:
+        return None
+    verified = _verified(token, get_settings().secret_key)
+    if verified is None:
+        return None
+    claims, expires_at = verified
+    # Expiry is checked on every use; only the signature check is remembered.
+    return claims if time.time() < expires_at else None
+
+
+@lru_cache(maxsize=8192)
+def _verified(token: str, secret_key: str) -> tuple[TokenClaims, int] | None:
+    """The signature and claims check of one token, remembered: it is the costly part
+    of authenticating a request, and a client sends the same token many times. The
+    secret is part of the key, so a new secret never meets an old verdict."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
-            get_settings().secret_key,
+            secret_key,
             algorithms=[ALGORITHM],
-            options={"require_exp": True, "require_iat": True, "require_sub": True},
+            options={
+                "require_exp": True,
+                "require_iat": True,
+                "require_sub": True,
+                "verify_exp": False,  # checked on every use, by read_access_token
+            },
         )
     except (JWTError, ValueError, TypeError):
         return None
-    sub, version = claims.get("sub"), claims.get("ver")
+    sub, version, expires_at = claims.get("sub"), claims.get("ver"), claims.get("exp")
     if not isinstance(sub, str) or not sub.isdigit() or type(version) is not int:
+        return None
+    if type(expires_at) is not int:
         return None
     user_id = int(sub)
     if not 0 < user_id <= 2**31 - 1:
         return None
-    return TokenClaims(user_id=user_id, token_version=version)
+    return TokenClaims(user_id=user_id, token_version=version), expires_at
