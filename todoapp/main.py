@@ -29,6 +29,7 @@ from todoapp.errors import (
     PermissionDenied,
     Unavailable,
 )
+from todoapp.fastlane import TodoListFastLane
 from todoapp.middleware import RequestContextMiddleware
 from todoapp.routers import admin, auth, operations, todos, users
 from todoapp.throttle import make_failure_store
@@ -149,6 +150,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         app.include_router(router)
     install_docs(app)
     _install_error_handlers(app)
+    # Inside CORS and the request context, so its answers get their headers and log line.
+    app.add_middleware(TodoListFastLane, fastapi_app=app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,0 +1,149 @@
+"""The fast lane for plain `GET /todos` answers exactly what the FastAPI route answers,
+and hands everything else to the app. It is off under dependency overrides, so these
+tests use committed data on each database and empty the tables afterwards."""
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from tests.conftest import PASSWORD, Backend, login, register, settings_for_tests
+from todoapp import fastlane
+from todoapp.main import create_app
+
+
+@pytest.fixture
+def real_client(backend: Backend) -> Iterator[TestClient]:
+    app = create_app(
+        settings_for_tests(cors_origins=["https://app.example"]), database=backend.database
+    )
+    try:
+        with TestClient(app) as client:
+            yield client
+    finally:
+        with backend.engine.begin() as connection:
+            if backend.is_postgres:
+                connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
+            else:
+                connection.execute(text("DELETE FROM todos"))
+                connection.execute(text("DELETE FROM users"))
+
+
+@pytest.fixture
+def lane_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    calls: list[Any] = []
+    real = fastlane.todo_page_json
+
+    def counting(*args: Any) -> bytes:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(fastlane, "todo_page_json", counting)
+    return calls
+
+
+@pytest.fixture
+def headers(real_client: TestClient) -> dict[str, str]:
+    register(real_client, "lane")
+    register(real_client, "other")
+    token = login(real_client, "lane")
+    auth = {"Authorization": f"Bearer {token}"}
+    for n in range(25):
+        body = {"title": f"todo {n}", "description": "é" * n, "priority": n % 5 + 1}
+        assert real_client.post("/todos", json=body, headers=auth).status_code == 201
+    other = {"Authorization": f"Bearer {login(real_client, 'other')}"}
+    real_client.post("/todos", json={"title": "not yours", "priority": 1}, headers=other)
+    return auth
+
+
+@pytest.mark.parametrize(
+    ("fast", "through_the_app"),
+    [
+        ("/todos", "/todos?sort=id"),
+        ("/todos?limit=5&offset=3", "/todos?offset=3&limit=5&sort=id"),
+        ("/todos?offset=20", "/todos?offset=20&sort=id"),
+        ("/todos?offset=40", "/todos?offset=40&sort=id"),
+        ("/todos?limit=100", "/todos?limit=100&sort=id"),
+    ],
+)
+def test_the_fast_lane_answers_byte_for_byte_what_the_route_answers(
+    real_client: TestClient,
+    headers: dict[str, str],
+    lane_calls: list[Any],
+    fast: str,
+    through_the_app: str,
+) -> None:
+    quick = real_client.get(fast, headers=headers)
+    assert len(lane_calls) == 1  # answered by the lane
+    slow = real_client.get(through_the_app, headers=headers)
+    assert len(lane_calls) == 1  # not by the lane
+    assert (quick.status_code, quick.content) == (slow.status_code, slow.content)
+    assert quick.headers["content-type"] == slow.headers["content-type"]
+    assert quick.json()["total"] == 25
+
+
+@pytest.mark.parametrize(
+    ("path", "auth", "status"),
+    [
+        ("/todos", None, 401),
+        ("/todos", "Bearer not-a-token", 401),
+        ("/todos", "Basic abc", 401),
+        ("/todos?limit=0", "good", 422),
+        ("/todos?limit=101", "good", 422),
+        ("/todos?offset=-1", "good", 422),
+        ("/todos?limit=", "good", 422),
+        ("/todos?limit=007", "good", 200),
+        ("/todos?complete=true", "good", 200),
+        ("/todos?q=todo", "good", 200),
+    ],
+)
+def test_everything_else_goes_to_the_app(
+    real_client: TestClient,
+    headers: dict[str, str],
+    lane_calls: list[Any],
+    path: str,
+    auth: str | None,
+    status: int,
+) -> None:
+    sent = {} if auth is None else {"Authorization": auth}
+    if auth == "good":
+        sent = headers
+    response = real_client.get(path, headers=sent)
+    assert response.status_code == status
+    assert lane_calls == []
+    if status == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_revoked_token_is_401_through_the_app(
+    real_client: TestClient, headers: dict[str, str], lane_calls: list[Any]
+) -> None:
+    assert real_client.post("/auth/logout", headers=headers).status_code == 204
+    response = real_client.get("/todos", headers=headers)
+    assert response.status_code == 401
+    assert len(lane_calls) == 1  # tried, found the token revoked, handed over
+
+
+def test_fast_lane_responses_keep_request_id_access_log_and_cors(
+    real_client: TestClient,
+    headers: dict[str, str],
+    lane_calls: list[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="todoapp.access"):
+        response = real_client.get(
+            "/todos",
+            headers={**headers, "X-Request-ID": "lane-1", "Origin": "https://app.example"},
+        )
+    assert len(lane_calls) == 1
+    assert response.headers["x-request-id"] == "lane-1"
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    lines = [r.getMessage() for r in caplog.records if r.name == "todoapp.access"]
+    assert any(line.startswith("GET /todos 200 ") and line.endswith("lane-1") for line in lines)
+
+
+def test_login_password_is_unaffected(real_client: TestClient, headers: dict[str, str]) -> None:
+    assert login(real_client, "lane", PASSWORD)
