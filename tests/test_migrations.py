@@ -10,7 +10,8 @@ from sqlalchemy import create_engine, inspect, text
 from tests.conftest import ROOT, alembic_config, migrate
 from todoapp.database import database_url, head_revision
 
-ORIGINAL_SQL = (ROOT.parent / "shared" / "original-schema.sql").read_text()
+# A copy of ../shared/original-schema.sql, kept in the repository so a clone tests alone.
+ORIGINAL_SQL = (ROOT / "migrations" / "original-schema.sql").read_text()
 
 
 def _tables(url: str) -> set[str]:
