@@ -303,9 +303,11 @@ def proxied_postgres(pg_backend: Backend) -> Iterator[tuple[TcpProxy, str]]:
         proxy.down()
 
 
-def test_database_down_gives_quick_503s_and_the_app_recovers_by_itself(
-    proxied_postgres: tuple[TcpProxy, str], pg_backend: Backend, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def proxied_client(
+    proxied_postgres: tuple[TcpProxy, str], pg_backend: Backend
+) -> Iterator[tuple[TcpProxy, TestClient, dict[str, str]]]:
+    """An app on PostgreSQL through the proxy, with a signed-in user's headers."""
     proxy, url = proxied_postgres
     settings = Settings(database_url=url, bcrypt_rounds=4, db_pool_timeout=2)
     engine = make_engine(url, settings)
@@ -315,56 +317,48 @@ def test_database_down_gives_quick_503s_and_the_app_recovers_by_itself(
             token = client.post(
                 "/auth/token", data={"username": "outage", "password": PASSWORD}
             ).json()["access_token"]
-            headers = {"Authorization": f"Bearer {token}"}
-            assert client.get("/todos", headers=headers).status_code == 200
-
-            proxy.down()
-            with caplog.at_level(logging.WARNING):
-                for path in ("/todos", "/users/me", "/readyz"):
-                    started = time.monotonic()
-                    response = client.get(path, headers=headers)
-                    assert response.status_code == 503, path
-                    assert time.monotonic() - started < 10
-                assert client.get("/todos", headers=headers).json() == {
-                    "detail": "database unavailable"
-                }
-                assert client.get("/readyz").json() == {"detail": "database unavailable"}
-            assert "Traceback" not in caplog.text
-
-            proxy.up()
-            assert client.get("/todos", headers=headers).status_code == 200
-            assert client.get("/readyz").status_code == 200
+            yield proxy, client, {"Authorization": f"Bearer {token}"}
     finally:
         engine.dispose()
         with pg_backend.engine.begin() as connection:
             connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
+
+
+def test_database_down_gives_quick_503s_and_the_app_recovers_by_itself(
+    proxied_client: tuple[TcpProxy, TestClient, dict[str, str]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proxy, client, headers = proxied_client
+    assert client.get("/todos", headers=headers).status_code == 200
+
+    proxy.down()
+    with caplog.at_level(logging.WARNING):
+        for path in ("/todos", "/users/me", "/readyz"):
+            started = time.monotonic()
+            response = client.get(path, headers=headers)
+            assert response.status_code == 503, path
+            assert time.monotonic() - started < 10
+        assert client.get("/todos", headers=headers).json() == {"detail": "database unavailable"}
+        assert client.get("/readyz").json() == {"detail": "database unavailable"}
+    assert "Traceback" not in caplog.text
+
+    proxy.up()
+    assert client.get("/todos", headers=headers).status_code == 200
+    assert client.get("/readyz").status_code == 200
 
 
 def test_a_database_restart_between_requests_is_invisible(
-    proxied_postgres: tuple[TcpProxy, str], pg_backend: Backend
+    proxied_client: tuple[TcpProxy, TestClient, dict[str, str]],
 ) -> None:
     # Every pooled connection dies between two requests, as in a quick restart: the
     # pinged path (GET /users/me) and the retrying read (GET /todos) both answer 200.
-    proxy, url = proxied_postgres
-    settings = Settings(database_url=url, bcrypt_rounds=4)
-    engine = make_engine(url, settings)
-    try:
-        with TestClient(create_app(settings, database=Database(engine))) as client:
-            register(client, "restart")
-            token = client.post(
-                "/auth/token", data={"username": "restart", "password": PASSWORD}
-            ).json()["access_token"]
-            headers = {"Authorization": f"Bearer {token}"}
-            for path in ("/todos", "/users/me", "/todos", "/users/me"):
-                assert client.get(path, headers=headers).status_code == 200
-                proxy.down()
-                proxy.up()
-                response = client.get(path, headers=headers)
-                assert response.status_code == 200, (path, response.text)
-    finally:
-        engine.dispose()
-        with pg_backend.engine.begin() as connection:
-            connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
+    proxy, client, headers = proxied_client
+    for path in ("/todos", "/users/me", "/todos", "/users/me"):
+        assert client.get(path, headers=headers).status_code == 200
+        proxy.down()
+        proxy.up()
+        response = client.get(path, headers=headers)
+        assert response.status_code == 200, (path, response.text)
 
 
 # --- start-up refusals -------------------------------------------------------------
