@@ -86,16 +86,7 @@ def test_create_admin_promotes_an_existing_user_keeping_email_and_password(
         "ada@example.com",
         stdin="first-password\n",
     )
-    run_cli(
-        migrated_url,
-        "create-admin",
-        "--username",
-        "ada",
-        "--email",
-        "ada@example.com",
-        stdin="first-password\n",
-    )
-    engine_rows = rows(migrated_url, "SELECT hash_password FROM users")
+    (hash_before,) = rows(migrated_url, "SELECT hash_password FROM users")[0]
     demote = create_engine(database_url(migrated_url))
     with demote.begin() as connection:
         connection.execute(text("UPDATE users SET role = 'user', is_active = false"))
@@ -106,7 +97,7 @@ def test_create_admin_promotes_an_existing_user_keeping_email_and_password(
     assert result.returncode == 0, result.stderr
     assert "promoted to admin: ada" in result.stdout
     assert rows(migrated_url, "SELECT email, role, is_active, hash_password FROM users") == [
-        ("ada@example.com", "admin", True, engine_rows[0][0])
+        ("ada@example.com", "admin", True, hash_before)
     ]
 
 
