@@ -181,6 +181,12 @@ def pg_backend(request: pytest.FixtureRequest, backends: dict[str, Backend]) -> 
 
 
 @pytest.fixture
+def sqlite_backend(request: pytest.FixtureRequest, backends: dict[str, Backend]) -> Backend:
+    """For the embedded default's own behaviour under concurrent writers."""
+    return _get_backend("sqlite", backends, request)
+
+
+@pytest.fixture
 def connection(backend: Backend) -> Iterator[Connection]:
     """A connection inside a transaction that is rolled back after the test."""
     with backend.engine.connect() as connection:

@@ -135,3 +135,40 @@ def test_a_burst_beyond_the_threads_and_pool_queues_instead_of_deadlocking(
         engine.dispose()
         with pg_backend.engine.begin() as connection:
             connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
+
+
+def test_concurrent_writers_on_sqlite_queue_instead_of_failing(
+    sqlite_backend: Backend,
+) -> None:
+    # A deferred BEGIN that reads, then writes, fails at once when another writer got
+    # in between ("database is locked", a 503); BEGIN IMMEDIATE makes them queue.
+    app = create_app(settings_for_tests(), database=sqlite_backend.database)
+    try:
+        with TestClient(app) as client:
+            tokens = []
+            for n in range(4):
+                register(client, f"writer{n}")
+                tokens.append(login(client, f"writer{n}"))
+            creates = at_once(
+                12,
+                lambda i: client.post(
+                    "/todos", json={"title": f"t{i}", "priority": 1}, headers=bearer(tokens[i % 4])
+                ),
+            )
+            assert [r.status_code for r in creates] == [201] * 12
+            registrations = at_once(
+                6,
+                lambda i: client.post(
+                    "/auth/register",
+                    json={
+                        "username": f"new{i}",
+                        "email": f"new{i}@example.com",
+                        "password": PASSWORD,
+                    },
+                ),
+            )
+            assert [r.status_code for r in registrations] == [201] * 6
+    finally:
+        with sqlite_backend.engine.begin() as connection:
+            connection.execute(text("DELETE FROM todos"))
+            connection.execute(text("DELETE FROM users"))

@@ -83,6 +83,19 @@ def test_token_of_a_deleted_user_is_401(client: TestClient, alice: Account) -> N
     assert_401(client, alice.headers)
 
 
+def test_a_deleted_users_token_never_opens_the_next_account(
+    client: TestClient, alice: Account, bob: Account
+) -> None:
+    assert client.delete("/users/me", headers=bob.headers).status_code == 204
+    carol = client.post(
+        "/auth/register",
+        json={"username": "carol", "email": "carol@example.com", "password": PASSWORD},
+    ).json()
+    assert carol["id"] != bob.id  # ids are never reused, on SQLite too
+    assert_401(client, bob.headers)
+    assert client.get("/todos", headers=bob.headers).status_code == 401
+
+
 def test_token_of_a_disabled_user_is_401_and_stays_revoked_after_reenabling(
     client: TestClient, alice: Account, db: Session
 ) -> None:

@@ -48,7 +48,12 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock up front. A deferred BEGIN that reads and then
+        # writes fails at once (SQLITE_BUSY, a 503) when another writer got in between;
+        # this way transactions queue on busy_timeout instead. SQLite is for one
+        # process; PostgreSQL is the database for concurrency.
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def database_url(url: str) -> URL:
@@ -144,11 +149,12 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.session_factory = make_session_factory(engine)
-        # Reads on PostgreSQL run in autocommit: no BEGIN and ROLLBACK round trips.
+        # Reads on PostgreSQL run in autocommit: no BEGIN and ROLLBACK round trips; on
+        # SQLite they skip the write lock that other transactions take up front.
         self.read_engine = (
             engine.execution_options(isolation_level="AUTOCOMMIT")
             if engine.dialect.name == "postgresql"
-            else engine
+            else engine.execution_options(sqlite_begin="DEFERRED")
         )
         self.head = head_revision()
         self._schema_ready = False
@@ -174,7 +180,7 @@ class Database:
             _retrying_read.reset(token)
 
     def current_revision(self) -> str | None:
-        with self.engine.connect() as connection:
+        with self.read_engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
 
     def schema_problem(self) -> str | None:

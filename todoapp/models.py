@@ -78,6 +78,9 @@ class User(Base):
         Index("uq_users_lower_username", func.lower(text("username")), unique=True),
         Index("uq_users_lower_email", func.lower(text("email")), unique=True),
         CheckConstraint("role IN ('user', 'admin')", name="role"),
+        # SQLite would otherwise hand a deleted user's id to the next new user, and a
+        # token still held for the old account would then open the new one.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -96,7 +99,10 @@ class User(Base):
 
 class Todo(Base):
     __tablename__ = "todos"
-    __table_args__ = (CheckConstraint("priority BETWEEN 1 AND 5", name="priority"),)
+    __table_args__ = (
+        CheckConstraint("priority BETWEEN 1 AND 5", name="priority"),
+        {"sqlite_autoincrement": True},
+    )
     __mapper_args__ = {"eager_defaults": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

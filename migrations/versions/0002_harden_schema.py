@@ -108,7 +108,10 @@ def upgrade() -> None:
     )
 
     recreate = "always" if dialect == "sqlite" else "auto"
-    with op.batch_alter_table("users", recreate=recreate) as batch:
+    # SQLite reuses the highest id after a delete unless AUTOINCREMENT is on: a token
+    # of a deleted user would then open the account that gets its id next.
+    never_reuse_ids = {"sqlite_autoincrement": True}
+    with op.batch_alter_table("users", recreate=recreate, table_kwargs=never_reuse_ids) as batch:
         batch.alter_column("llastname", new_column_name="lastname", existing_type=sa.String(45))
         for column, length in (("email", 200), ("username", 45), ("hash_password", 200)):
             batch.alter_column(column, existing_type=sa.String(length), nullable=False)
@@ -125,7 +128,7 @@ def upgrade() -> None:
     op.create_index("uq_users_lower_username", "users", [sa.text("lower(username)")], unique=True)
     op.create_index("uq_users_lower_email", "users", [sa.text("lower(email)")], unique=True)
 
-    with op.batch_alter_table("todos", recreate=recreate) as batch:
+    with op.batch_alter_table("todos", recreate=recreate, table_kwargs=never_reuse_ids) as batch:
         batch.alter_column("title", existing_type=sa.String(200), nullable=False)
         batch.alter_column(
             "description", existing_type=sa.String(200), nullable=False, server_default=""

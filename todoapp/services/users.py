@@ -20,11 +20,13 @@ INVALID_TOKEN = "Could not validate credentials"
 
 
 def _conflict_from(exc: IntegrityError) -> Conflict:
+    # By index name: the message also holds the clashing value, which may contain
+    # the word "email" or "username" itself.
     message = str(exc.orig)
-    if "email" in message:
-        return Conflict(EMAIL_TAKEN)
-    if "username" in message:
+    if "uq_users_lower_username" in message:
         return Conflict(USERNAME_TAKEN)
+    if "uq_users_lower_email" in message:
+        return Conflict(EMAIL_TAKEN)
     return Conflict("the change conflicts with existing data")
 
 
