@@ -4,16 +4,19 @@ import logging
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from tests.conftest import PASSWORD, AppFactory, register
+from tests.conftest import PASSWORD, AppFactory, Backend, register, settings_for_tests
+from todoapp.main import create_app
 from todoapp.models import User
 from todoapp.throttle import MemoryFailureStore
 
@@ -66,13 +69,35 @@ def test_limits_come_from_the_settings(app_factory: AppFactory) -> None:
         assert [attempt(client, "ghost") for _ in range(3)] == [401, 401, 429]
 
 
-def test_memory_store_retry_after_counts_down() -> None:
-    store = MemoryFailureStore(max_failures=1, window_seconds=100)
-    assert store.retry_after("k") is None
-    store.record_failure("k")
-    retry_after = store.retry_after("k")
+def test_memory_store_counts_attempts_before_they_are_checked() -> None:
+    store = MemoryFailureStore(max_failures=2, window_seconds=100)
+    assert store.reserve("k") is None
+    assert store.reserve("k") is None
+    retry_after = store.reserve("k")  # two attempts in flight or failed: the third waits
     assert retry_after is not None
     assert 99 <= retry_after <= 100
+    store.release("k")  # one of them was not a failure after all
+    assert store.reserve("k") is None
+    store.clear("k")
+    assert store.reserve("other") is None
+
+
+def _parallel_wrong_logins(client: TestClient, name: str, count: int) -> list[int]:
+    barrier = threading.Barrier(count)
+
+    def attempt_at_once(_i: int) -> int:
+        barrier.wait(timeout=30)
+        return attempt(client, name)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return sorted(pool.map(attempt_at_once, range(count)))
+
+
+def test_parallel_wrong_guesses_cannot_pass_the_limit(
+    committed_client: TestClient,
+) -> None:
+    register(committed_client, "target")
+    assert _parallel_wrong_logins(committed_client, "target", 12) == [401] * 5 + [429] * 7
 
 
 # --- Redis ----------------------------------------------------------------------
@@ -170,3 +195,15 @@ def test_logins_work_when_redis_was_never_there(app_factory: AppFactory) -> None
         register(client, "ada")
         assert attempt(client, "ada", PASSWORD) == 200
         assert attempt(client, "ada") == 401
+
+
+def test_parallel_wrong_guesses_cannot_pass_the_limit_in_redis(
+    pg_backend: Backend, real_redis: str
+) -> None:
+    name = f"u{uuid.uuid4().hex[:10]}"
+    app = create_app(settings_for_tests(redis_url=real_redis), database=pg_backend.database)
+    try:
+        with TestClient(app) as client:
+            assert _parallel_wrong_logins(client, name, 12) == [401] * 5 + [429] * 7
+    finally:
+        redis.Redis.from_url(real_redis).delete(f"todoapp:login-failures:{name}|testclient")

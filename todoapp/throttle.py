@@ -18,10 +18,13 @@ logger = logging.getLogger("todoapp.throttle")
 
 
 class FailureStore(Protocol):
-    def retry_after(self, key: str) -> int | None:
-        """Seconds until `key` may try again, or None when it is not blocked."""
+    def reserve(self, key: str) -> int | None:
+        """Count an attempt for `key` before it is checked; None when it may go ahead,
+        else the seconds until it may (and then nothing is counted). Counting first
+        keeps parallel attempts from all slipping in under the limit."""
 
-    def record_failure(self, key: str) -> None: ...
+    def release(self, key: str) -> None:
+        """Take back a reserved attempt that turned out not to be a failure."""
 
     def clear(self, key: str) -> None: ...
 
@@ -41,15 +44,7 @@ class MemoryFailureStore:
             return None
         return entry
 
-    def retry_after(self, key: str) -> int | None:
-        now = time.monotonic()
-        with self._lock:
-            entry = self._live(key, now)
-        if entry is None or entry[0] < self.max_failures:
-            return None
-        return max(1, math.ceil(entry[1] - now))
-
-    def record_failure(self, key: str) -> None:
+    def reserve(self, key: str) -> int | None:
         now = time.monotonic()
         with self._lock:
             if len(self._entries) > 100_000:
@@ -57,8 +52,17 @@ class MemoryFailureStore:
             entry = self._live(key, now)
             if entry is None:
                 self._entries[key] = (1, now + self.window_seconds)
-            else:
-                self._entries[key] = (entry[0] + 1, entry[1])
+                return None
+            if entry[0] >= self.max_failures:
+                return max(1, math.ceil(entry[1] - now))
+            self._entries[key] = (entry[0] + 1, entry[1])
+            return None
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            entry = self._live(key, time.monotonic())
+            if entry is not None:
+                self._entries[key] = (max(0, entry[0] - 1), entry[1])
 
     def clear(self, key: str) -> None:
         with self._lock:
@@ -69,6 +73,19 @@ class MemoryFailureStore:
             del self._entries[key]
 
 
+# Atomic in Redis: count the attempt (the window starts at the first), or, when the
+# limit is already reached, take it back and answer the milliseconds left (negative).
+_RESERVE = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if count > tonumber(ARGV[1]) then
+    redis.call('DECR', KEYS[1])
+    return -redis.call('PTTL', KEYS[1])
+end
+return count
+"""
+
+
 class RedisFailureStore:
     _PREFIX = "todoapp:login-failures:"
 
@@ -76,22 +93,18 @@ class RedisFailureStore:
         self.client = client
         self.max_failures = max_failures
         self.window_seconds = window_seconds
+        self._reserve = client.register_script(_RESERVE)
 
-    def retry_after(self, key: str) -> int | None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self._PREFIX + key)
-        pipe.pttl(self._PREFIX + key)
-        count, ttl_ms = pipe.execute()
-        if count is None or int(count) < self.max_failures or ttl_ms <= 0:
+    def reserve(self, key: str) -> int | None:
+        answer = int(
+            self._reserve(keys=[self._PREFIX + key], args=[self.max_failures, self.window_seconds])
+        )
+        if answer > 0:
             return None
-        return max(1, math.ceil(int(ttl_ms) / 1000))
+        return max(1, math.ceil(-answer / 1000))
 
-    def record_failure(self, key: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.incr(self._PREFIX + key)
-        # The window starts at the first failure: NX keeps an existing expiry.
-        pipe.expire(self._PREFIX + key, self.window_seconds, nx=True)
-        pipe.execute()
+    def release(self, key: str) -> None:
+        self.client.decr(self._PREFIX + key)
 
     def clear(self, key: str) -> None:
         self.client.delete(self._PREFIX + key)
@@ -108,9 +121,6 @@ class FallbackFailureStore:
         self._down_until = 0.0
         self._warned = False
 
-    def _use_primary(self) -> bool:
-        return time.monotonic() >= self._down_until
-
     def _failed(self, exc: Exception) -> None:
         self._down_until = time.monotonic() + self.RETRY_SECONDS
         if not self._warned:
@@ -121,40 +131,28 @@ class FallbackFailureStore:
                 type(exc).__name__,
             )
 
-    def _recovered(self) -> None:
-        if self._warned:
-            self._warned = False
-            logger.info("Redis answers again; login throttling is shared again")
-
-    def retry_after(self, key: str) -> int | None:
-        if self._use_primary():
+    def _call(self, method: str, key: str) -> int | None:
+        if time.monotonic() >= self._down_until:
             try:
-                remote = self.primary.retry_after(key)
+                answer: int | None = getattr(self.primary, method)(key)
             except redis.RedisError as exc:
                 self._failed(exc)
             else:
-                self._recovered()
-                local = self.fallback.retry_after(key)
-                return max(remote or 0, local or 0) or None
-        return self.fallback.retry_after(key)
+                if self._warned:
+                    self._warned = False
+                    logger.info("Redis answers again; login throttling is shared again")
+                return answer
+        fallback: int | None = getattr(self.fallback, method)(key)
+        return fallback
 
-    def record_failure(self, key: str) -> None:
-        self.fallback.record_failure(key)
-        if self._use_primary():
-            try:
-                self.primary.record_failure(key)
-            except redis.RedisError as exc:
-                self._failed(exc)
-            else:
-                self._recovered()
+    def reserve(self, key: str) -> int | None:
+        return self._call("reserve", key)
+
+    def release(self, key: str) -> None:
+        self._call("release", key)
 
     def clear(self, key: str) -> None:
-        self.fallback.clear(key)
-        if self._use_primary():
-            try:
-                self.primary.clear(key)
-            except redis.RedisError as exc:
-                self._failed(exc)
+        self._call("clear", key)
 
 
 def make_failure_store(

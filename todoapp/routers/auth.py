@@ -53,7 +53,9 @@ def login(
 ) -> Token:
     failures = request.app.state.login_failures
     key = f"{form.username.lower()[:320]}|{_client_address(request)}"
-    retry_after = failures.retry_after(key)
+    # The attempt is counted before the password is checked, so that parallel wrong
+    # guesses cannot all pass the limit; one that is not a 401 is taken back.
+    retry_after = failures.reserve(key)
     if retry_after is not None:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -63,7 +65,9 @@ def login(
     try:
         user = users.authenticate(db, login=form.username, password=form.password)
     except NotAuthenticated:
-        failures.record_failure(key)
+        raise  # a failure: the reserved attempt stays counted
+    except BaseException:
+        failures.release(key)  # e.g. 403 (disabled) or the database down
         raise
     failures.clear(key)
     issued = security.issue_access_token(user.id, user.token_version)
