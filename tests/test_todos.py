@@ -361,3 +361,18 @@ def test_a_json_body_that_is_not_utf8_is_422(client: TestClient, alice: Account)
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"title": "a", "priority": ' + b"9" * 5000 + b"}", b"[" * 100_000],
+    ids=["5000-digit-integer", "deep-nesting"],
+)
+def test_json_the_parser_gives_up_on_is_422_not_400(
+    client: TestClient, alice: Account, body: bytes
+) -> None:
+    response = client.post(
+        "/todos", content=body, headers={**alice.headers, "content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"

@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from todoapp.config import ConfigError, Settings, get_settings
 from todoapp.database import Database, SchemaNotReady, make_engine
@@ -45,6 +47,13 @@ _STATUS = {
     Unavailable: 503,
 }
 DATABASE_UNAVAILABLE = "database unavailable"
+UNPARSABLE_BODY = "There was an error parsing the body"  # FastAPI's own words
+_JSON_INVALID = {
+    "type": "json_invalid",
+    "loc": ["body", 0],
+    "msg": "JSON decode error",
+    "ctx": {"error": "the body could not be parsed"},
+}
 
 
 class AsciiJSONResponse(JSONResponse):
@@ -97,6 +106,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         ]
         return AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        # FastAPI answers 400 when the JSON parser itself gives up (an integer of
+        # thousands of digits, nesting too deep): malformed JSON, so 422 like the rest.
+        if exc.status_code == 400 and exc.detail == UNPARSABLE_BODY:
+            return AsciiJSONResponse({"detail": [_JSON_INVALID]}, status_code=422)
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(SchemaNotReady, schema_not_ready)
