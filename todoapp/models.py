@@ -23,8 +23,6 @@ from sqlalchemy.types import TypeDecorator
 
 from todoapp.database import Base
 
-ROLES = ("user", "admin")
-
 
 class utcnow(FunctionElement[datetime]):
     """The current UTC time, computed by the database."""

@@ -55,11 +55,6 @@ def verify_password(password: str, password_hash: str | None) -> tuple[bool, str
         return False, None
 
 
-def dummy_verify() -> None:
-    """Spend the time of one password check (see verify_password)."""
-    verify_password(_DUMMY_PASSWORD, None)
-
-
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
     user_id: int

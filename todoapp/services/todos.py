@@ -16,7 +16,6 @@ from todoapp.services.users import commit
 SortKey = Literal[
     "id", "-id", "priority", "-priority", "title", "-title", "created_at", "-created_at"
 ]
-SORT_KEYS: tuple[str, ...] = SortKey.__args__  # type: ignore[attr-defined]
 
 _SORT_COLUMNS: dict[str, Any] = {
     "id": Todo.id,

@@ -257,8 +257,8 @@ def admin_update_user(db: Session, actor: User, user_id: int, changes: dict[str,
     active_admins = [row.id for row in locked if row.role == "admin" and row.is_active]
     if (demoting or disabling) and active_admins == [user_id]:
         raise Conflict(LAST_ADMIN)
-    target = get_user(db, user_id)
-    db.refresh(target)  # the state read under the lock, not an earlier one
+    # One read, overwriting any earlier copy: the state as it is under the lock.
+    target = db.get_one(User, user_id, populate_existing=True)
     for field, value in changes.items():
         setattr(target, field, value)
     if current.is_active and changes.get("is_active") is False:
