@@ -10,37 +10,12 @@ row of the bench table can be read as a fraction of it.
 """
 
 from datetime import UTC, datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated
 
 from fastapi import FastAPI, Query
-from pydantic import BaseModel, PlainSerializer
 
-
-def _utc_iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-UtcDatetime = Annotated[datetime, PlainSerializer(_utc_iso, return_type=str, when_used="json")]
-ItemT = TypeVar("ItemT")
-
-
-class TodoOut(BaseModel):
-    id: int
-    title: str
-    description: str
-    priority: int
-    complete: bool
-    owner_id: int
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
-
-
-class Page(BaseModel, Generic[ItemT]):
-    items: list[ItemT]
-    total: int
-    limit: int
-    offset: int
-
+# The app's own response models, so the ceiling serializes exactly what the app does.
+from todoapp.schemas import Page, TodoOut
 
 PAGE_SIZE = 20
 TODOS_PER_USER = 50

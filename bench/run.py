@@ -876,7 +876,12 @@ def main() -> int:
         run.seed_seconds, run.seed_output = seed()
         log(f"seed took {run.seed_seconds:.1f} s: {run.seed_output}")
 
-        with serve("ceiling", "ceiling:app", dict(os.environ), ["--app-dir", str(BENCH)]) as s:
+        with serve(
+            "ceiling",
+            "ceiling:app",
+            {**os.environ, "PYTHONPATH": str(ROOT)},
+            ["--app-dir", str(BENCH)],
+        ) as s:
             ceiling = bench_ceiling(s)
         secret = secrets.token_urlsafe(48)  # 64 characters
         env = app_env(ENVIRONMENT="production", SECRET_KEY=secret)
