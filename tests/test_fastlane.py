@@ -34,14 +34,15 @@ def real_client(backend: Backend) -> Iterator[TestClient]:
 
 @pytest.fixture
 def lane_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Each read the lane attempts (on the event loop or in a thread)."""
     calls: list[Any] = []
-    real = fastlane.todo_page_json
+    real = fastlane.TodoListFastLane._read
 
-    def counting(*args: Any) -> bytes:
+    async def counting(self: fastlane.TodoListFastLane, *args: Any) -> bytes | None:
         calls.append(args)
-        return real(*args)
+        return await real(self, *args)
 
-    monkeypatch.setattr(fastlane, "todo_page_json", counting)
+    monkeypatch.setattr(fastlane.TodoListFastLane, "_read", counting)
     return calls
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from todoapp.config import Settings
+from todoapp.pg_async import AsyncReader
 
 T = TypeVar("T")
 
@@ -64,6 +65,9 @@ def database_url(url: str) -> URL:
     return parsed
 
 
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 5, "options": "-c timezone=UTC"}
+
+
 def make_engine(url: str, settings: Settings) -> Engine:
     """One engine per process, built from the settings."""
     parsed = database_url(url)
@@ -93,7 +97,7 @@ def make_engine(url: str, settings: Settings) -> Engine:
         pool_size=settings.worker_threads,
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout,
-        connect_args={"connect_timeout": 5, "options": "-c timezone=UTC"},
+        connect_args=POSTGRES_CONNECT_ARGS,
     )
     _ping_on_checkout(engine)
     return engine
@@ -178,6 +182,16 @@ class Database:
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
             _retrying_read.reset(token)
+
+    @property
+    def schema_ready(self) -> bool:
+        """True once the schema was found at the head revision (see ensure_schema_ready)."""
+        return self._schema_ready
+
+    def async_reader(self, size: int, timeout: float) -> AsyncReader:
+        """An AsyncReader on this PostgreSQL database, connecting as the engine does."""
+        _args, params = self.engine.dialect.create_connect_args(self.engine.url)
+        return AsyncReader({**params, **POSTGRES_CONNECT_ARGS}, size=size, timeout=timeout)
 
     def current_revision(self) -> str | None:
         with self.read_engine.connect() as connection:

@@ -31,7 +31,7 @@ from todoapp.errors import (
     PermissionDenied,
     Unavailable,
 )
-from todoapp.fastlane import TodoListFastLane
+from todoapp.fastlane import TodoListFastLane, on_loop_reads
 from todoapp.middleware import RequestContextMiddleware
 from todoapp.routers import admin, auth, operations, todos, users
 from todoapp.throttle import make_failure_store
@@ -145,8 +145,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         else:
             if problem is not None:
                 logger.error("%s", problem)
-        yield
-        database.engine.dispose()
+        app.state.on_loop_reads = on_loop_reads(database, settings)  # this loop's own
+        try:
+            yield
+        finally:
+            if app.state.on_loop_reads is not None:
+                app.state.on_loop_reads.reader.close()
+            database.engine.dispose()
 
     app = FastAPI(
         title="todoapp",

@@ -49,6 +49,11 @@ def todo_page_json(
         return todos.list_todos(db, scoped, limit=limit, offset=offset)
 
     items, total = sessions.read(read_page)
+    return page_json(items, total, limit, offset)
+
+
+def page_json(items: Sequence[Any], total: int, limit: int, offset: int) -> bytes:
+    """A Page[TodoOut] as JSON bytes, from rows or mappings of the todo columns."""
     page = {"items": items, "total": total, "limit": limit, "offset": offset}
     return _TODO_PAGE.dump_json(_TODO_PAGE.validate_python(page, from_attributes=True))
 

@@ -5,12 +5,23 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, delete, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Select,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from todoapp.errors import NotFound
-from todoapp.models import Todo, utcnow
+from todoapp.models import Todo, User, utcnow
 from todoapp.services.users import commit
 
 SortKey = Literal[
@@ -125,6 +136,36 @@ def list_todos(
         return items, 0
     total: int = db.execute(count, params).scalar_one()
     return items, total
+
+
+@lru_cache(maxsize=1)
+def first_page_with_token_check() -> Select[*tuple[Any, ...]]:
+    """A page of todos in id order with its total, and the token check, in one statement.
+
+    PostgreSQL only (LATERAL). Its parameters: user_id and token_version from the
+    token, limit and offset. It gives no row when the token no longer holds (user
+    gone, inactive, or the token revoked); one row with a NULL id when the page is
+    empty; else the page's rows, each ending in the total, like list_todos' page.
+    """
+    page = (
+        select(*_COLUMNS, func.count().over().label("total"))
+        .where(Todo.owner_id == User.id)
+        .order_by(*_order_by("id"))
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+        .lateral("page")
+    )
+    return (
+        select(page)
+        .select_from(User)
+        .outerjoin(page, true())
+        .where(
+            User.id == bindparam("user_id"),
+            User.is_active,
+            User.token_version == bindparam("token_version"),
+        )
+        .order_by(page.c.id)
+    )
 
 
 def get_todo(db: Session, todo_id: int, *, owner_id: int | None, for_update: bool = False) -> Todo:

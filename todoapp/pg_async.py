@@ -1,0 +1,170 @@
+"""Reads on the event loop: psycopg2's asynchronous connections, for the fast lane.
+
+A sync app hands each database call to a worker thread; for the hottest read that
+hand-off (waking a thread, the GIL passing back and forth, waking the loop again)
+costs more than the query. psycopg2 can instead send a query and let the event loop
+wait for the answer on the connection's socket, as aiopg does. `AsyncReader` keeps a
+few such connections (autocommit, like all of psycopg2's asynchronous ones) and runs
+one read-only statement at a time on each.
+
+It is an accelerator, never the only way in: every failure (the database down or
+restarted, a dropped connection, a timeout, no free connection in time) raises
+`ReadFailed`, the connection concerned is closed, and the caller answers through the
+ordinary, threaded path instead, which has its own retry and its 503. PostgreSQL only.
+"""
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import psycopg2
+from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE, connection
+
+# After a failed connect, the next attempt waits this long: while the database is
+# down, requests go straight to the threaded path instead of each trying again.
+RECONNECT_PAUSE_SECONDS = 1.0
+
+
+class ReadFailed(Exception):
+    """The read did not happen; the caller should take the ordinary path."""
+
+
+def _wake(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _settle(conn: connection) -> None:
+    """Drive an asynchronous connection until its connect or query is complete."""
+    loop = asyncio.get_running_loop()
+    while True:
+        state = conn.poll()
+        if state == POLL_OK:
+            return
+        fd = conn.fileno()
+        waiter = loop.create_future()
+        if state == POLL_READ:
+            loop.add_reader(fd, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                loop.remove_reader(fd)
+        elif state == POLL_WRITE:
+            loop.add_writer(fd, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                loop.remove_writer(fd)
+        else:  # pragma: no cover - psycopg2 documents no other state
+            raise psycopg2.OperationalError(f"unexpected poll state {state}")
+
+
+class AsyncReader:
+    """At most `size` asynchronous connections, opened when first needed."""
+
+    def __init__(self, connect_kwargs: dict[str, Any], size: int, timeout: float) -> None:
+        self.connect_kwargs = connect_kwargs
+        self.size = size
+        self.timeout = timeout
+        self._idle: list[connection] = []
+        self._open = 0
+        # Requests waiting for a connection; each is handed one, or None meaning
+        # "a slot came free: open your own".
+        self._waiters: deque[asyncio.Future[connection | None]] = deque()
+        self._reconnect_at = 0.0
+        self._closed = False
+
+    async def fetch_all(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of one read-only statement, or ReadFailed."""
+        if self._closed:
+            raise ReadFailed("closed")
+        try:
+            async with asyncio.timeout(self.timeout):
+                conn = await self._acquire()
+                try:
+                    cursor = conn.cursor()
+                    cursor.execute(sql, params)
+                    await _settle(conn)
+                    rows: list[tuple[Any, ...]] = cursor.fetchall()
+                except BaseException:
+                    self._discard(conn)  # its state is unknown: never reuse it
+                    raise
+                self._release(conn)
+                return rows
+        except (psycopg2.Error, OSError, TimeoutError) as exc:
+            raise ReadFailed(type(exc).__name__) from exc
+
+    async def _acquire(self) -> connection:
+        if self._idle:
+            return self._idle.pop()
+        if self._open >= self.size:
+            waiter: asyncio.Future[connection | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                handed = await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():  # served just as we gave up
+                    late = waiter.result()
+                    if late is not None:
+                        self._release(late)
+                    else:
+                        self._open -= 1  # a slot was passed to us: pass it on
+                        self._pass_slot()
+                raise
+            if handed is not None:
+                return handed
+        else:
+            self._open += 1
+        # This request holds a slot (self._open counts it) and opens its connection.
+        try:
+            return await self._connect()
+        except BaseException:
+            self._open -= 1
+            self._pass_slot()
+            raise
+
+    async def _connect(self) -> connection:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._reconnect_at:
+            raise psycopg2.OperationalError("database recently unreachable")
+        try:
+            conn: connection = psycopg2.connect(**self.connect_kwargs, async_=True)
+            try:
+                await _settle(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except psycopg2.Error:
+            self._reconnect_at = loop.time() + RECONNECT_PAUSE_SECONDS
+            raise
+        return conn
+
+    def _release(self, conn: connection) -> None:
+        if self._closed:
+            self._discard(conn)
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._idle.append(conn)
+
+    def _discard(self, conn: connection) -> None:
+        conn.close()
+        self._open -= 1
+        self._pass_slot()
+
+    def _pass_slot(self) -> None:
+        """A slot came free: let the first waiter open a connection in it."""
+        while self._waiters and self._open < self.size:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._open += 1
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._discard(self._idle.pop())
