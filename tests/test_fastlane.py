@@ -148,3 +148,67 @@ def test_fast_lane_responses_keep_request_id_access_log_and_cors(
 
 def test_login_password_is_unaffected(real_client: TestClient, headers: dict[str, str]) -> None:
     assert login(real_client, "lane", PASSWORD)
+
+
+# --- PostgreSQL: the lane reads on the event loop ----------------------------------
+@pytest.fixture
+def no_thread_reads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Each page the lane reads in a worker thread (the SQLite way)."""
+    calls: list[Any] = []
+    real = fastlane.todo_page_json
+
+    def counting(*args: Any) -> bytes:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(fastlane, "todo_page_json", counting)
+    return calls
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_on_postgresql_the_lane_reads_on_the_event_loop(
+    real_client: TestClient,
+    headers: dict[str, str],
+    lane_calls: list[Any],
+    no_thread_reads: list[Any],
+) -> None:
+    response = real_client.get("/todos?limit=3", headers=headers)
+    assert response.status_code == 200
+    assert [item["title"] for item in response.json()["items"]] == ["todo 0", "todo 1", "todo 2"]
+    assert len(lane_calls) == 1
+    assert no_thread_reads == []
+    reads = real_client.app.state.on_loop_reads  # type: ignore[attr-defined]
+    assert reads.reader._open == 1
+
+
+def test_a_user_without_todos_gets_the_same_empty_page_from_the_lane(
+    real_client: TestClient, lane_calls: list[Any]
+) -> None:
+    register(real_client, "empty")
+    auth = {"Authorization": f"Bearer {login(real_client, 'empty')}"}
+    quick = real_client.get("/todos", headers=auth)
+    slow = real_client.get("/todos?sort=id", headers=auth)
+    assert len(lane_calls) == 1
+    assert quick.status_code == 200
+    assert quick.content == slow.content
+    assert quick.json() == {"items": [], "total": 0, "limit": 20, "offset": 0}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_lane_connections_killed_by_the_server_never_show(
+    real_client: TestClient, headers: dict[str, str], lane_calls: list[Any], backend: Backend
+) -> None:
+    assert real_client.get("/todos", headers=headers).status_code == 200
+    with backend.engine.connect() as connection:
+        killed = connection.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar_one()
+    assert killed >= 1
+    for _ in range(3):
+        response = real_client.get("/todos", headers=headers)
+        assert response.status_code == 200
+        assert response.json()["total"] == 25
+    assert len(lane_calls) == 4
+    reads = real_client.app.state.on_loop_reads  # type: ignore[attr-defined]
+    assert reads.reader._open == 1  # the dead one was replaced

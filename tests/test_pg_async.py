@@ -1,0 +1,171 @@
+"""AsyncReader: reads on the event loop, over real PostgreSQL connections.
+
+Whatever goes wrong, a read either gives its rows or raises ReadFailed, and the reader
+stays usable: no connection is reused in an unknown state and no slot is lost.
+"""
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import psycopg2
+import pytest
+
+from tests.conftest import Backend
+from todoapp import pg_async
+from todoapp.pg_async import AsyncReader, ReadFailed
+
+T = TypeVar("T")
+
+
+def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(work())
+
+
+def reader_for(backend: Backend, size: int = 2, timeout: float = 2.0) -> AsyncReader:
+    return backend.database.async_reader(size=size, timeout=timeout)
+
+
+def test_a_read_gives_its_rows_with_bound_parameters(pg_backend: Backend) -> None:
+    reader = reader_for(pg_backend)
+
+    async def work() -> list[tuple[Any, ...]]:
+        try:
+            return await reader.fetch_all(
+                "SELECT %(n)s + 1, %(text)s, current_setting('TimeZone')",
+                {"n": 41, "text": "it's"},
+            )
+        finally:
+            reader.close()
+
+    assert run(work) == [(42, "it's", "UTC")]
+
+
+def test_never_more_connections_than_its_size_and_every_read_answered(
+    pg_backend: Backend,
+) -> None:
+    reader = reader_for(pg_backend, size=2)
+    most_open = 0
+
+    async def one(n: int) -> int:
+        nonlocal most_open
+        rows = await reader.fetch_all("SELECT %(n)s FROM pg_sleep(0.02)", {"n": n})
+        most_open = max(most_open, reader._open)
+        return int(rows[0][0])
+
+    async def work() -> list[int]:
+        try:
+            return list(await asyncio.gather(*(one(n) for n in range(12))))
+        finally:
+            reader.close()
+
+    assert run(work) == list(range(12))
+    assert most_open == 2
+
+
+def test_a_failed_statement_discards_its_connection_and_the_next_read_works(
+    pg_backend: Backend,
+) -> None:
+    reader = reader_for(pg_backend, size=1)
+
+    async def work() -> list[tuple[Any, ...]]:
+        try:
+            with pytest.raises(ReadFailed):
+                await reader.fetch_all("SELECT 1/0", {})
+            assert reader._open == 0
+            return await reader.fetch_all("SELECT 1", {})
+        finally:
+            reader.close()
+
+    assert run(work) == [(1,)]
+
+
+def test_a_slow_read_and_its_waiter_time_out_and_free_their_slot(pg_backend: Backend) -> None:
+    reader = reader_for(pg_backend, size=1, timeout=0.3)
+
+    async def work() -> tuple[list[Any], float, list[tuple[Any, ...]]]:
+        try:
+            started = time.monotonic()
+            outcomes = await asyncio.gather(
+                reader.fetch_all("SELECT pg_sleep(5)", {}),
+                reader.fetch_all("SELECT 2", {}),  # waits for the only connection
+                return_exceptions=True,
+            )
+            elapsed = time.monotonic() - started
+            return list(outcomes), elapsed, await reader.fetch_all("SELECT 3", {})
+        finally:
+            reader.close()
+
+    outcomes, elapsed, after = run(work)
+    assert [type(outcome) for outcome in outcomes] == [ReadFailed, ReadFailed]
+    assert elapsed < 2
+    assert after == [(3,)]
+
+
+def test_a_connection_killed_by_the_server_fails_one_read_then_is_replaced(
+    pg_backend: Backend,
+) -> None:
+    reader = reader_for(pg_backend, size=1)
+
+    async def work() -> list[tuple[Any, ...]]:
+        try:
+            [(pid,)] = await reader.fetch_all("SELECT pg_backend_pid()", {})
+            with pg_backend.engine.connect() as connection:
+                connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            with pytest.raises(ReadFailed):
+                await reader.fetch_all("SELECT 1", {})
+            [(new_pid,)] = await reader.fetch_all("SELECT pg_backend_pid()", {})
+            assert new_pid != pid
+            return [(new_pid,)]
+        finally:
+            reader.close()
+
+    assert run(work)
+
+
+def test_an_unreachable_database_fails_fast_and_is_not_retried_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reader = AsyncReader(
+        {"host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres"},
+        size=2,
+        timeout=5,
+    )
+    attempts: list[float] = []
+    real_connect = psycopg2.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(time.monotonic())
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(pg_async.psycopg2, "connect", counting_connect)
+
+    async def work() -> float:
+        started = time.monotonic()
+        for _ in range(5):
+            with pytest.raises(ReadFailed):
+                await reader.fetch_all("SELECT 1", {})
+        return time.monotonic() - started
+
+    assert run(work) < 1
+    assert len(attempts) == 1  # the rest went straight to the ordinary path
+    assert reader._open == 0
+
+
+def test_a_closed_reader_refuses_reads_and_holds_no_connection(pg_backend: Backend) -> None:
+    reader = reader_for(pg_backend)
+
+    async def work() -> None:
+        await reader.fetch_all("SELECT 1", {})
+        assert reader._open == 1
+        reader.close()
+        assert reader._open == 0
+        with pytest.raises(ReadFailed):
+            await reader.fetch_all("SELECT 1", {})
+
+    run(work)
