@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import Backend
 from todoapp import pg_async
-from todoapp.pg_async import AsyncReader, ReadFailed
+from todoapp.pg_async import AsyncReader, PreparedStatement, ReadFailed
 
 T = TypeVar("T")
 
@@ -169,3 +169,29 @@ def test_a_closed_reader_refuses_reads_and_holds_no_connection(pg_backend: Backe
             await reader.fetch_all("SELECT 1", {})
 
     run(work)
+
+
+def test_a_prepared_statement_numbers_each_parameter_once() -> None:
+    statement = PreparedStatement("p", "SELECT %(a)s, %(b)s WHERE x = %(a)s")
+    assert statement.prepare == "PREPARE p AS SELECT $1, $2 WHERE x = $1"
+    assert statement.execute == "EXECUTE p(%(a)s, %(b)s)"
+    assert PreparedStatement("q", "SELECT 1").execute == "EXECUTE q"
+
+
+def test_every_new_connection_prepares_the_statements(pg_backend: Backend) -> None:
+    doubled = PreparedStatement("doubled", "SELECT %(n)s::int * 2")
+    reader = pg_backend.database.async_reader(size=1, timeout=2, prepared=(doubled,))
+
+    async def work() -> list[tuple[Any, ...]]:
+        try:
+            assert await reader.fetch_all(doubled.execute, {"n": 4}) == [(8,)]
+            [(pid,)] = await reader.fetch_all("SELECT pg_backend_pid()", {})
+            with pg_backend.engine.connect() as connection:
+                connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            with pytest.raises(ReadFailed):
+                await reader.fetch_all(doubled.execute, {"n": 5})
+            return await reader.fetch_all(doubled.execute, {"n": 5})  # a new connection
+        finally:
+            reader.close()
+
+    assert run(work) == [(10,)]

@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from todoapp.config import Settings
-from todoapp.pg_async import AsyncReader
+from todoapp.pg_async import AsyncReader, PreparedStatement
 
 T = TypeVar("T")
 
@@ -188,10 +188,14 @@ class Database:
         """True once the schema was found at the head revision (see ensure_schema_ready)."""
         return self._schema_ready
 
-    def async_reader(self, size: int, timeout: float) -> AsyncReader:
+    def async_reader(
+        self, size: int, timeout: float, prepared: tuple[PreparedStatement, ...] = ()
+    ) -> AsyncReader:
         """An AsyncReader on this PostgreSQL database, connecting as the engine does."""
         _args, params = self.engine.dialect.create_connect_args(self.engine.url)
-        return AsyncReader({**params, **POSTGRES_CONNECT_ARGS}, size=size, timeout=timeout)
+        return AsyncReader(
+            {**params, **POSTGRES_CONNECT_ARGS}, size=size, timeout=timeout, prepared=prepared
+        )
 
     def current_revision(self) -> str | None:
         with self.read_engine.connect() as connection:

@@ -21,7 +21,7 @@ from todoapp import security
 from todoapp.config import Settings
 from todoapp.database import Database
 from todoapp.deps import MAX_ID, get_session_source
-from todoapp.pg_async import AsyncReader, ReadFailed
+from todoapp.pg_async import AsyncReader, PreparedStatement, ReadFailed
 from todoapp.routers.todos import page_json, todo_page_json
 from todoapp.services.todos import TodoQuery, first_page_with_token_check
 
@@ -177,8 +177,14 @@ def on_loop_reads(database: Database, settings: Settings) -> OnLoopReads | None:
     if engine.dialect.name != "postgresql":
         return None
     statement = first_page_with_token_check()
-    reader = database.async_reader(
-        size=min(ON_LOOP_CONNECTIONS, settings.worker_threads), timeout=settings.db_pool_timeout
+    first_page = PreparedStatement(
+        "todoapp_first_page", str(statement.compile(dialect=engine.dialect))
     )
-    sql = str(statement.compile(dialect=engine.dialect))
-    return OnLoopReads(reader, sql, [column.name for column in statement.selected_columns])
+    reader = database.async_reader(
+        size=min(ON_LOOP_CONNECTIONS, settings.worker_threads),
+        timeout=settings.db_pool_timeout,
+        prepared=(first_page,),
+    )
+    return OnLoopReads(
+        reader, first_page.execute, [column.name for column in statement.selected_columns]
+    )

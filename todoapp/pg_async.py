@@ -14,6 +14,7 @@ ordinary, threaded path instead, which has its own retry and its 503. PostgreSQL
 """
 
 import asyncio
+import re
 from collections import deque
 from typing import Any
 
@@ -59,13 +60,45 @@ async def _settle(conn: connection) -> None:
             raise psycopg2.OperationalError(f"unexpected poll state {state}")
 
 
+_PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+class PreparedStatement:
+    """A statement with %(name)s parameters (psycopg2's style), to be run prepared.
+
+    Each connection of the reader PREPAREs it once; each run is then an EXECUTE that
+    sends only the parameters and skips PostgreSQL's parsing and planning.
+    """
+
+    def __init__(self, name: str, sql: str) -> None:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match[1] not in names:
+                names.append(match[1])
+            return f"${names.index(match[1]) + 1}"
+
+        numbered = _PARAMETER.sub(number, sql)
+        self.name = name
+        self.prepare = f"PREPARE {name} AS {numbered}"
+        arguments = ", ".join(f"%({each})s" for each in names)
+        self.execute = f"EXECUTE {name}({arguments})" if names else f"EXECUTE {name}"
+
+
 class AsyncReader:
     """At most `size` asynchronous connections, opened when first needed."""
 
-    def __init__(self, connect_kwargs: dict[str, Any], size: int, timeout: float) -> None:
+    def __init__(
+        self,
+        connect_kwargs: dict[str, Any],
+        size: int,
+        timeout: float,
+        prepared: tuple[PreparedStatement, ...] = (),
+    ) -> None:
         self.connect_kwargs = connect_kwargs
         self.size = size
         self.timeout = timeout
+        self.prepared = prepared
         self._idle: list[connection] = []
         self._open = 0
         # Requests waiting for a connection; each is handed one, or None meaning
@@ -131,6 +164,10 @@ class AsyncReader:
             conn: connection = psycopg2.connect(**self.connect_kwargs, async_=True)
             try:
                 await _settle(conn)
+                cursor = conn.cursor()  # held: psycopg2 fails a poll whose cursor is gone
+                for statement in self.prepared:
+                    cursor.execute(statement.prepare)
+                    await _settle(conn)
             except BaseException:
                 conn.close()
                 raise
