@@ -4,6 +4,7 @@ tests use committed data on each database and empty the tables afterwards."""
 
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -97,6 +98,11 @@ def test_the_fast_lane_answers_byte_for_byte_what_the_route_answers(
         ("/todos?offset=-1", "good", 422),
         ("/todos?limit=", "good", 422),
         ("/todos?limit=007", "good", 200),
+        ("/todos?limit=%32%30", "good", 200),
+        ("/todos?limit=20&", "good", 200),
+        ("/todos?limit=20&limit=30", "good", 200),
+        ("/todos?limit", "good", 422),
+        ("/todos?limit=99999999999999999999", "good", 422),
         ("/todos?complete=true", "good", 200),
         ("/todos?q=todo", "good", 200),
     ],
@@ -212,3 +218,25 @@ def test_lane_connections_killed_by_the_server_never_show(
     assert len(lane_calls) == 4
     reads = real_client.app.state.on_loop_reads  # type: ignore[attr-defined]
     assert reads.reader._open == 1  # the dead one was replaced
+
+
+def test_whole_second_and_far_timestamps_read_the_same_in_the_lane(
+    real_client: TestClient, headers: dict[str, str], lane_calls: list[Any], backend: Backend
+) -> None:
+    with backend.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE todos SET created_at = :whole, updated_at = :far WHERE title = 'todo 1'"),
+            {
+                "whole": datetime(2026, 1, 1, tzinfo=UTC),
+                "far": datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            },
+        )
+    quick = real_client.get("/todos?limit=3", headers=headers)
+    slow = real_client.get("/todos?limit=3&sort=id", headers=headers)
+    assert len(lane_calls) == 1
+    assert quick.content == slow.content
+    item = quick.json()["items"][1]
+    assert (item["created_at"], item["updated_at"]) == (
+        "2026-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+    )
