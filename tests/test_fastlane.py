@@ -185,6 +185,7 @@ def test_on_postgresql_the_lane_reads_on_the_event_loop(
     assert no_thread_reads == []
     reads = real_client.app.state.on_loop_reads  # type: ignore[attr-defined]
     assert reads.reader._open == 1
+    assert reads.reader.preparing
 
 
 def test_a_user_without_todos_gets_the_same_empty_page_from_the_lane(

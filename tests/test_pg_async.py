@@ -184,14 +184,55 @@ def test_every_new_connection_prepares_the_statements(pg_backend: Backend) -> No
 
     async def work() -> list[tuple[Any, ...]]:
         try:
-            assert await reader.fetch_all(doubled.execute, {"n": 4}) == [(8,)]
+            assert await reader.fetch_all(doubled, {"n": 4}) == [(8,)]
             [(pid,)] = await reader.fetch_all("SELECT pg_backend_pid()", {})
             with pg_backend.engine.connect() as connection:
                 connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
             with pytest.raises(ReadFailed):
-                await reader.fetch_all(doubled.execute, {"n": 5})
-            return await reader.fetch_all(doubled.execute, {"n": 5})  # a new connection
+                await reader.fetch_all(doubled, {"n": 5})
+            return await reader.fetch_all(doubled, {"n": 5})  # a new connection
         finally:
             reader.close()
 
     assert run(work) == [(10,)]
+    assert reader.preparing
+
+
+def test_statements_the_server_lost_switch_the_reader_to_unprepared_reads(
+    pg_backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Behind PgBouncer in transaction mode an EXECUTE can land on a server session
+    # that never saw the PREPARE: here, a statement that no session prepared.
+    kept = PreparedStatement("kept", "SELECT 1")
+    lost = PreparedStatement("lost", "SELECT %(n)s::int")
+    reader = pg_backend.database.async_reader(size=1, timeout=2, prepared=(kept,))
+
+    async def work() -> list[tuple[Any, ...]]:
+        try:
+            with pytest.raises(ReadFailed):
+                await reader.fetch_all(lost, {"n": 7})
+            assert not reader.preparing
+            return await reader.fetch_all(lost, {"n": 7})
+        finally:
+            reader.close()
+
+    assert run(work) == [(7,)]
+    assert "go unprepared" in caplog.text
+
+
+def test_a_statement_already_prepared_on_the_session_switches_to_unprepared_at_once(
+    pg_backend: Backend,
+) -> None:
+    doubled = PreparedStatement("twice", "SELECT %(n)s::int * 2")
+    reader = pg_backend.database.async_reader(size=1, timeout=2, prepared=(doubled, doubled))
+
+    async def work() -> list[tuple[Any, ...]]:
+        try:
+            with pytest.raises(ReadFailed):
+                await reader.fetch_all(doubled, {"n": 4})
+            return await reader.fetch_all(doubled, {"n": 4})  # no reconnect pause
+        finally:
+            reader.close()
+
+    assert run(work) == [(8,)]
+    assert not reader.preparing

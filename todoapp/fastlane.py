@@ -147,9 +147,11 @@ class OnLoopReads:
     services.todos.first_page_with_token_check), on a connection of an AsyncReader.
     """
 
-    def __init__(self, reader: AsyncReader, sql: str, columns: list[str]) -> None:
+    def __init__(
+        self, reader: AsyncReader, statement: PreparedStatement, columns: list[str]
+    ) -> None:
         self.reader = reader
-        self.sql = sql
+        self.statement = statement
         self.columns = columns
 
     async def page(self, claims: security.TokenClaims, limit: int, offset: int) -> bytes | None:
@@ -160,7 +162,7 @@ class OnLoopReads:
             "offset": offset,
         }
         try:
-            rows = await self.reader.fetch_all(self.sql, params)
+            rows = await self.reader.fetch_all(self.statement, params)
         except ReadFailed:
             return None
         if not rows:
@@ -192,6 +194,4 @@ def on_loop_reads(database: Database, settings: Settings) -> OnLoopReads | None:
         timeout=settings.db_pool_timeout,
         prepared=(first_page,),
     )
-    return OnLoopReads(
-        reader, first_page.execute, [column.name for column in statement.selected_columns]
-    )
+    return OnLoopReads(reader, first_page, [column.name for column in statement.selected_columns])

@@ -14,12 +14,14 @@ ordinary, threaded path instead, which has its own retry and its 503. PostgreSQL
 """
 
 import asyncio
+import logging
 import re
 from collections import deque
 from datetime import datetime
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE, connection
 
 
@@ -30,6 +32,8 @@ def _timestamptz(value: str | bytes | None, _cursor: Any) -> datetime | None:
         return None
     return datetime.fromisoformat(value if isinstance(value, str) else value.decode())
 
+
+logger = logging.getLogger(__name__)
 
 TIMESTAMPTZ = psycopg2.extensions.new_type((1184,), "TIMESTAMPTZ_ISO", _timestamptz)
 
@@ -72,6 +76,11 @@ async def _settle(conn: connection) -> None:
             raise psycopg2.OperationalError(f"unexpected poll state {state}")
 
 
+# EXECUTE of a statement this session never prepared, PREPARE of one it already has.
+_PREPARED_STATEMENTS_LOST = (
+    psycopg2.errors.InvalidSqlStatementName,
+    psycopg2.errors.DuplicatePreparedStatement,
+)
 _PARAMETER = re.compile(r"%\((\w+)\)s")
 
 
@@ -83,6 +92,7 @@ class PreparedStatement:
     """
 
     def __init__(self, name: str, sql: str) -> None:
+        self.sql = sql  # what runs instead where statements cannot stay prepared
         names: list[str] = []
 
         def number(match: re.Match[str]) -> str:
@@ -118,11 +128,20 @@ class AsyncReader:
         self._waiters: deque[asyncio.Future[connection | None]] = deque()
         self._reconnect_at = 0.0
         self._closed = False
+        # Off for good once the server loses track of them, as behind PgBouncer in
+        # transaction mode, where each transaction may land on another server session.
+        self.preparing = bool(prepared)
 
-    async def fetch_all(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    async def fetch_all(
+        self, statement: "PreparedStatement | str", params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
         """The rows of one read-only statement, or ReadFailed."""
         if self._closed:
             raise ReadFailed("closed")
+        if isinstance(statement, str):
+            sql = statement
+        else:
+            sql = statement.execute if self.preparing else statement.sql
         try:
             async with asyncio.timeout(self.timeout):
                 conn = await self._acquire()
@@ -137,6 +156,12 @@ class AsyncReader:
                 self._release(conn)
                 return rows
         except Exception as exc:  # the database's errors, timeouts, a value it cannot read
+            if self.preparing and isinstance(exc, _PREPARED_STATEMENTS_LOST):
+                self.preparing = False
+                logger.warning(
+                    "prepared statements do not persist on this database connection "
+                    "(a pooler in transaction mode?): fast-lane reads go unprepared"
+                )
             raise ReadFailed(type(exc).__name__) from exc
 
     async def _acquire(self) -> connection:
@@ -178,14 +203,15 @@ class AsyncReader:
                 await _settle(conn)
                 psycopg2.extensions.register_type(TIMESTAMPTZ, conn)
                 cursor = conn.cursor()  # held: psycopg2 fails a poll whose cursor is gone
-                for statement in self.prepared:
+                for statement in self.prepared if self.preparing else ():
                     cursor.execute(statement.prepare)
                     await _settle(conn)
             except BaseException:
                 conn.close()
                 raise
-        except psycopg2.Error:
-            self._reconnect_at = loop.time() + RECONNECT_PAUSE_SECONDS
+        except psycopg2.Error as exc:
+            if not isinstance(exc, _PREPARED_STATEMENTS_LOST):
+                self._reconnect_at = loop.time() + RECONNECT_PAUSE_SECONDS
             raise
         return conn
 
