@@ -241,3 +241,22 @@ def test_whole_second_and_far_timestamps_read_the_same_in_the_lane(
         "2026-01-01T00:00:00Z",
         "9999-12-31T23:59:59.999999Z",
     )
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_with_no_fast_lane_connections_the_lane_reads_in_a_thread(
+    backend: Backend, lane_calls: list[Any], no_thread_reads: list[Any]
+) -> None:
+    app = create_app(settings_for_tests(fast_lane_connections=0), database=backend.database)
+    try:
+        with TestClient(app) as client:
+            register(client, "threaded")
+            auth = {"Authorization": f"Bearer {login(client, 'threaded')}"}
+            response = client.get("/todos", headers=auth)
+            assert response.status_code == 200
+            assert response.json()["total"] == 0
+            assert app.state.on_loop_reads is None
+            assert (len(lane_calls), len(no_thread_reads)) == (1, 1)
+    finally:
+        with backend.engine.begin() as connection:
+            connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # Threads that run sync routes in one worker; the PostgreSQL pool gets as many
     # connections, so a request never waits for a connection while holding a thread.
     worker_threads: int = Field(default=20, ge=1, le=1000)
+    # PostgreSQL connections each worker keeps for the fast lane's reads on the event
+    # loop (todoapp/fastlane.py), on top of the pool; 0 runs those reads in a thread.
+    fast_lane_connections: int = Field(default=8, ge=0, le=1000)
     db_pool_timeout: float = Field(default=5.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -175,22 +175,18 @@ class OnLoopReads:
         return page_json(items, rows[0][-1], limit, offset)
 
 
-# Connections each worker keeps for reads on the event loop. A handful keeps PostgreSQL
-# busy; they come on top of the WORKER_THREADS pooled ones.
-ON_LOOP_CONNECTIONS = 4
-
-
 def on_loop_reads(database: Database, settings: Settings) -> OnLoopReads | None:
-    """The event-loop reads for this database, or None (SQLite: the lane uses a thread)."""
+    """The event-loop reads for this database, or None: on SQLite, or with
+    FAST_LANE_CONNECTIONS=0, the lane reads in a worker thread instead."""
     engine = database.engine
-    if engine.dialect.name != "postgresql":
+    if engine.dialect.name != "postgresql" or settings.fast_lane_connections == 0:
         return None
     statement = first_page_with_token_check()
     first_page = PreparedStatement(
         "todoapp_first_page", str(statement.compile(dialect=engine.dialect))
     )
     reader = database.async_reader(
-        size=min(ON_LOOP_CONNECTIONS, settings.worker_threads),
+        size=settings.fast_lane_connections,
         timeout=settings.db_pool_timeout,
         prepared=(first_page,),
     )
