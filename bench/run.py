@@ -796,6 +796,51 @@ def check(run: Run) -> list[str]:
     return problems
 
 
+HOT_PATH = "GET /todos?limit=20"
+TARGET_RATIO = 0.50
+TARGET_P99_MS = 20.0
+
+
+def targets(run: Run) -> list[str]:
+    """The hot path's targets (issue #6), each with what this run measured.
+
+    Printed, not enforced: a ratio on a noisy machine is a reading, not a verdict.
+    """
+    ceiling = {r.connections: r.rps for r in run.rows if r.ceiling}
+    hot = {r.connections: r for r in run.rows if r.scenario == HOT_PATH}
+
+    def mark(met: bool) -> str:
+        return "met" if met else "NOT MET"
+
+    lines = []
+    for connections in CONNECTIONS:
+        row, top = hot.get(connections), ceiling.get(connections)
+        if row and top:
+            ratio = row.rps / top
+            lines.append(
+                f"- {HOT_PATH} at {connections} connections >= {TARGET_RATIO:.0%} of the "
+                f"ceiling: {row.rps:.0f} / {top:.0f} = {ratio:.2f}, {mark(ratio >= TARGET_RATIO)}"
+            )
+    if low := hot.get(CONNECTIONS[0]):
+        lines.append(
+            f"- p99 under {TARGET_P99_MS:.0f} ms at {CONNECTIONS[0]} connections: "
+            f"{low.p99_ms:.1f} ms, {mark(low.p99_ms < TARGET_P99_MS)}"
+        )
+    if many := hot.get(STALL_CONNECTIONS):
+        clean = not (many.errors or many.non2xx) and many.requests > 0
+        lines.append(
+            f"- no error and no stall at {STALL_CONNECTIONS} connections: {many.errors} "
+            f"errors, {many.non2xx} non-2xx, {many.rps:.0f} req/s, {mark(clean)}"
+        )
+    memory = run.memory
+    lines.append(
+        f"- resident memory flat (within {MEMORY_TOLERANCE:.0%}) from "
+        f"{memory.first_requests} to {memory.second_requests} requests: "
+        f"{memory.growth:+.1%}, {mark(abs(memory.growth) <= MEMORY_TOLERANCE)}"
+    )
+    return lines
+
+
 def report(run: Run, problems: list[str]) -> str:
     memory, mib = run.memory, 1024
     noisy = [r for r in run.rows if r.cpu.others > NOISY]
@@ -847,6 +892,7 @@ def report(run: Run, problems: list[str]) -> str:
             f"before the start; other CPU over {NOISY:.0%} in {len(noisy)} rows): "
             "the numbers are noisy, run again on a quiet machine."
         )
+    parts += ["", "Targets for the hot path:", "", *targets(run)]
     parts += ["", "Result: " + ("FAIL: " + "; ".join(problems) if problems else "PASS")]
     return "\n".join(parts) + "\n"
 
