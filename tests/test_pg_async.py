@@ -236,3 +236,22 @@ def test_a_statement_already_prepared_on_the_session_switches_to_unprepared_at_o
 
     assert run(work) == [(8,)]
     assert not reader.preparing
+
+
+def test_closing_fails_the_reads_still_waiting_at_once(pg_backend: Backend) -> None:
+    reader = reader_for(pg_backend, size=1, timeout=5)
+
+    async def work() -> tuple[list[Any], float]:
+        busy = asyncio.ensure_future(reader.fetch_all("SELECT pg_sleep(0.3)", {}))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(reader.fetch_all("SELECT 1", {}))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        reader.close()
+        outcomes = await asyncio.gather(busy, waiting, return_exceptions=True)
+        return [type(outcome) for outcome in outcomes], time.monotonic() - started
+
+    kinds, elapsed = run(work)
+    assert kinds == [list, ReadFailed]  # the read in flight finishes; the waiter does not
+    assert elapsed < 2
+    assert reader._open == 0  # the busy connection was closed, not kept

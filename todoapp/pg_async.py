@@ -173,7 +173,8 @@ class AsyncReader:
             try:
                 handed = await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled():  # served just as we gave up
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    # Served just as we gave up: hand on what we were given.
                     late = waiter.result()
                     if late is not None:
                         self._release(late)
@@ -195,6 +196,8 @@ class AsyncReader:
 
     async def _connect(self) -> connection:
         loop = asyncio.get_running_loop()
+        if self._closed:
+            raise ReadFailed("closed")
         if loop.time() < self._reconnect_at:
             raise psycopg2.OperationalError("database recently unreachable")
         try:
@@ -241,6 +244,11 @@ class AsyncReader:
                 return
 
     def close(self) -> None:
+        """Close the idle connections, refuse new reads and fail those still waiting."""
         self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ReadFailed("closed"))
         while self._idle:
             self._discard(self._idle.pop())
