@@ -201,7 +201,11 @@ class AsyncReader:
         if loop.time() < self._reconnect_at:
             raise psycopg2.OperationalError("database recently unreachable")
         try:
-            conn: connection = psycopg2.connect(**self.connect_kwargs, async_=True)
+            # In a thread: libpq resolves the host name before it returns, and a slow
+            # DNS answer must not stall the event loop. Rare: connections are kept.
+            conn: connection = await asyncio.to_thread(
+                psycopg2.connect, **self.connect_kwargs, async_=True
+            )
             try:
                 await _settle(conn)
                 psycopg2.extensions.register_type(TIMESTAMPTZ, conn)
