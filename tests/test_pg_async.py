@@ -173,9 +173,14 @@ def test_a_closed_reader_refuses_reads_and_holds_no_connection(pg_backend: Backe
 
 def test_a_prepared_statement_numbers_each_parameter_once() -> None:
     statement = PreparedStatement("p", "SELECT %(a)s, %(b)s WHERE x = %(a)s")
-    assert statement.prepare == "PREPARE p AS SELECT $1, $2 WHERE x = $1"
-    assert statement.execute == "EXECUTE p(%(a)s, %(b)s)"
-    assert PreparedStatement("q", "SELECT 1").execute == "EXECUTE q"
+    name = statement.name
+    assert name.startswith("p_")
+    assert statement.prepare == f"PREPARE {name} AS SELECT $1, $2 WHERE x = $1"
+    assert statement.execute == f"EXECUTE {name}(%(a)s, %(b)s)"
+    plain = PreparedStatement("q", "SELECT 1")
+    assert plain.execute == f"EXECUTE {plain.name}"
+    # Another statement under the same name gets another server-side name.
+    assert PreparedStatement("p", "SELECT %(b)s, %(a)s").name != name
 
 
 def test_every_new_connection_prepares_the_statements(pg_backend: Backend) -> None:
@@ -255,3 +260,43 @@ def test_closing_fails_the_reads_still_waiting_at_once(pg_backend: Backend) -> N
     assert kinds == [list, ReadFailed]  # the read in flight finishes; the waiter does not
     assert elapsed < 2
     assert reader._open == 0  # the busy connection was closed, not kept
+
+
+def test_a_silent_database_times_out_and_is_not_retried_at_once() -> None:
+    # A listener that never answers: the TCP handshake completes in the kernel's
+    # backlog, then nothing, as with a database behind a dropped network.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        reader = AsyncReader(
+            {"host": "127.0.0.1", "port": silent.getsockname()[1], "user": "postgres"},
+            size=2,
+            timeout=0.3,
+        )
+
+        async def work() -> tuple[float, float]:
+            started = time.monotonic()
+            with pytest.raises(ReadFailed):
+                await reader.fetch_all("SELECT 1", {})
+            first = time.monotonic() - started
+            started = time.monotonic()
+            with pytest.raises(ReadFailed):
+                await reader.fetch_all("SELECT 1", {})  # within the pause: no new attempt
+            return first, time.monotonic() - started
+
+        first, second = run(work)
+    assert 0.25 < first < 2
+    assert second < 0.1
+    assert reader._open == 0
+
+
+def test_a_read_past_its_timeout_is_stopped_on_the_server_too(pg_backend: Backend) -> None:
+    reader = reader_for(pg_backend, size=1, timeout=0.5)
+
+    async def work() -> list[tuple[Any, ...]]:
+        try:
+            return await reader.fetch_all("SHOW statement_timeout", {})
+        finally:
+            reader.close()
+
+    assert run(work) == [("500ms",)]

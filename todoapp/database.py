@@ -193,8 +193,13 @@ class Database:
     ) -> AsyncReader:
         """An AsyncReader on this PostgreSQL database, connecting as the engine does."""
         _args, params = self.engine.dialect.create_connect_args(self.engine.url)
+        # A read given up on after `timeout` is stopped by the server too.
+        options = f"{POSTGRES_CONNECT_ARGS['options']} -c statement_timeout={int(timeout * 1000)}"
         return AsyncReader(
-            {**params, **POSTGRES_CONNECT_ARGS}, size=size, timeout=timeout, prepared=prepared
+            {**params, **POSTGRES_CONNECT_ARGS, "options": options},
+            size=size,
+            timeout=timeout,
+            prepared=prepared,
         )
 
     def current_revision(self) -> str | None:

@@ -14,6 +14,7 @@ ordinary, threaded path instead, which has its own retry and its 503. PostgreSQL
 """
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections import deque
@@ -93,6 +94,9 @@ class PreparedStatement:
 
     def __init__(self, name: str, sql: str) -> None:
         self.sql = sql  # what runs instead where statements cannot stay prepared
+        # The name carries the statement's digest: behind a pooler, a server session
+        # may hold one prepared by another version of the app under the same name.
+        name = f"{name}_{hashlib.sha256(sql.encode()).hexdigest()[:12]}"
         names: list[str] = []
 
         def number(match: re.Match[str]) -> str:
@@ -200,6 +204,7 @@ class AsyncReader:
             raise ReadFailed("closed")
         if loop.time() < self._reconnect_at:
             raise psycopg2.OperationalError("database recently unreachable")
+        started = loop.time()
         try:
             # In a thread: libpq resolves the host name before it returns, and a slow
             # DNS answer must not stall the event loop. Rare: connections are kept.
@@ -216,8 +221,14 @@ class AsyncReader:
             except BaseException:
                 conn.close()
                 raise
-        except psycopg2.Error as exc:
+        except psycopg2.Error as exc:  # refused, unreachable, or refusing us
             if not isinstance(exc, _PREPARED_STATEMENTS_LOST):
+                self._reconnect_at = loop.time() + RECONNECT_PAUSE_SECONDS
+            raise
+        except asyncio.CancelledError:
+            # Given up on (the read's timeout). A database that stayed silent this long
+            # would make every request wait as long: let them take the ordinary path.
+            if loop.time() - started >= min(1.0, self.timeout / 2):
                 self._reconnect_at = loop.time() + RECONNECT_PAUSE_SECONDS
             raise
         return conn
@@ -234,9 +245,11 @@ class AsyncReader:
         self._idle.append(conn)
 
     def _discard(self, conn: connection) -> None:
-        conn.close()
-        self._open -= 1
-        self._pass_slot()
+        try:
+            conn.close()
+        finally:
+            self._open -= 1
+            self._pass_slot()
 
     def _pass_slot(self) -> None:
         """A slot came free: let the first waiter open a connection in it."""
