@@ -1,6 +1,8 @@
 """Races on PostgreSQL, with committed data and real concurrent connections."""
 
+import asyncio
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,6 +14,7 @@ from sqlalchemy import text
 
 from tests.conftest import PASSWORD, Backend, login, register, settings_for_tests
 from todoapp.database import Database, make_engine
+from todoapp.deps import admit
 from todoapp.main import create_app
 
 pytestmark = pytest.mark.postgres_only
@@ -112,7 +115,7 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(
         tokens = [login(committed_client, "first"), login(committed_client, "second")]
 
 
-@pytest.mark.parametrize("path", ["/users/me", "/todos", "/admin/users"])
+@pytest.mark.parametrize("path", ["/users/me", "/todos", "/todos?sort=id", "/admin/users"])
 def test_a_burst_beyond_the_threads_and_pool_queues_instead_of_deadlocking(
     pg_backend: Backend, path: str
 ) -> None:
@@ -172,3 +175,19 @@ def test_concurrent_writers_on_sqlite_queue_instead_of_failing(
         with sqlite_backend.engine.begin() as connection:
             connection.execute(text("DELETE FROM todos"))
             connection.execute(text("DELETE FROM users"))
+
+
+def test_admission_waits_at_most_its_timeout_for_a_place() -> None:
+    async def scenario() -> tuple[bool, bool, float, bool]:
+        admission = asyncio.Semaphore(1)
+        first = await admit(admission, 1.0)  # free: taken at once
+        started = time.monotonic()
+        second = await admit(admission, 0.1)  # full: gives up after 0.1 s
+        waited = time.monotonic() - started
+        admission.release()
+        third = await admit(admission, 0.1)
+        return first, second, waited, third
+
+    first, second, waited, third = asyncio.run(scenario())
+    assert (first, second, third) == (True, False, True)
+    assert 0.09 < waited < 1.0

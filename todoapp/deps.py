@@ -45,6 +45,18 @@ class SessionSource:
         return self.database.read(work)
 
 
+async def admit(admission: asyncio.Semaphore, timeout: float) -> bool:
+    """Take a place to use the database, waiting at most `timeout` seconds for one."""
+    if not admission.locked():
+        await admission.acquire()  # a place is free: no timer, no task
+        return True
+    try:
+        await asyncio.wait_for(admission.acquire(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
 async def get_session_source(request: Request) -> AsyncIterator[SessionSource]:
     """Admit the request to the database, then hand it the session source.
 
@@ -56,10 +68,8 @@ async def get_session_source(request: Request) -> AsyncIterator[SessionSource]:
     would cost a threadpool hop.
     """
     state = request.app.state
-    try:
-        await asyncio.wait_for(state.admission.acquire(), state.settings.db_pool_timeout)
-    except TimeoutError:
-        raise Unavailable(SERVER_BUSY) from None
+    if not await admit(state.admission, state.settings.db_pool_timeout):
+        raise Unavailable(SERVER_BUSY)
     try:
         yield state.session_source
     finally:

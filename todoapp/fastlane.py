@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from todoapp import security
 from todoapp.config import Settings
 from todoapp.database import Database
-from todoapp.deps import MAX_ID, get_session_source
+from todoapp.deps import MAX_ID, admit, get_session_source
 from todoapp.pg_async import AsyncReader, PreparedStatement, ReadFailed
 from todoapp.routers.todos import page_json, todo_page_json
 from todoapp.services.todos import TodoQuery, first_page_with_token_check
@@ -132,12 +132,7 @@ class TodoListFastLane:
     ) -> bytes | None:
         state = self.fastapi_app.state
         admission: asyncio.Semaphore = state.admission
-        try:
-            if admission.locked():
-                await asyncio.wait_for(admission.acquire(), state.settings.db_pool_timeout)
-            else:
-                await admission.acquire()  # free: no timer, no task
-        except TimeoutError:
+        if not await admit(admission, state.settings.db_pool_timeout):
             return None
         try:
             return await run_in_threadpool(
@@ -195,8 +190,10 @@ class OnLoopReads:
 
 
 def on_loop_reads(database: Database, settings: Settings) -> OnLoopReads | None:
-    """The event-loop reads for this database, or None: on SQLite, or with
-    FAST_LANE_CONNECTIONS=0, the lane reads in a worker thread instead."""
+    """The lane's reads on the event loop, or None where it reads in a thread instead.
+
+    None on SQLite, and with FAST_LANE_CONNECTIONS=0.
+    """
     engine = database.engine
     if engine.dialect.name != "postgresql" or settings.fast_lane_connections == 0:
         return None
