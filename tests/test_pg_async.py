@@ -179,17 +179,20 @@ def test_a_prepared_statement_numbers_each_parameter_once() -> None:
     assert statement.execute == f"EXECUTE {name}(%(a)s, %(b)s)"
     plain = PreparedStatement("q", "SELECT 1")
     assert plain.execute == f"EXECUTE {plain.name}"
+    modulo = PreparedStatement("m", "SELECT %(a)s %% 7")
+    assert modulo.prepare == f"PREPARE {modulo.name} AS SELECT $1 % 7"
+    assert modulo.sql == "SELECT %(a)s %% 7"  # run unprepared, with parameters
     # Another statement under the same name gets another server-side name.
     assert PreparedStatement("p", "SELECT %(b)s, %(a)s").name != name
 
 
 def test_every_new_connection_prepares_the_statements(pg_backend: Backend) -> None:
-    doubled = PreparedStatement("doubled", "SELECT %(n)s::int * 2")
+    doubled = PreparedStatement("doubled", "SELECT %(n)s::int * 2 + 10 %% 3")
     reader = pg_backend.database.async_reader(size=1, timeout=2, prepared=(doubled,))
 
     async def work() -> list[tuple[Any, ...]]:
         try:
-            assert await reader.fetch_all(doubled, {"n": 4}) == [(8,)]
+            assert await reader.fetch_all(doubled, {"n": 4}) == [(9,)]
             [(pid,)] = await reader.fetch_all("SELECT pg_backend_pid()", {})
             with pg_backend.engine.connect() as connection:
                 connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
@@ -199,7 +202,7 @@ def test_every_new_connection_prepares_the_statements(pg_backend: Backend) -> No
         finally:
             reader.close()
 
-    assert run(work) == [(10,)]
+    assert run(work) == [(11,)]
     assert reader.preparing
 
 

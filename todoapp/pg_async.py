@@ -25,6 +25,8 @@ import psycopg2
 import psycopg2.errors
 from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE, connection
 
+logger = logging.getLogger(__name__)
+
 
 def _timestamptz(value: str | bytes | None, _cursor: Any) -> datetime | None:
     # PostgreSQL writes ISO 8601 ("2026-11-28 20:25:58.962797+00"), which
@@ -33,8 +35,6 @@ def _timestamptz(value: str | bytes | None, _cursor: Any) -> datetime | None:
         return None
     return datetime.fromisoformat(value if isinstance(value, str) else value.decode())
 
-
-logger = logging.getLogger(__name__)
 
 TIMESTAMPTZ = psycopg2.extensions.new_type((1184,), "TIMESTAMPTZ_ISO", _timestamptz)
 
@@ -104,7 +104,8 @@ class PreparedStatement:
                 names.append(match[1])
             return f"${names.index(match[1]) + 1}"
 
-        numbered = _PARAMETER.sub(number, sql)
+        # PREPARE goes without parameters, so psycopg2 leaves "%%" as it is: unescape.
+        numbered = _PARAMETER.sub(number, sql).replace("%%", "%")
         self.name = name
         self.prepare = f"PREPARE {name} AS {numbered}"
         arguments = ", ".join(f"%({each})s" for each in names)
