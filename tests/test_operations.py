@@ -286,7 +286,7 @@ class TcpProxy:
                     if not data:
                         return
                     (b if source is a else a).sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: down() closed a socket mid-select
             return
 
 
