@@ -97,15 +97,19 @@ def _statements(
                 Todo.description.ilike(pattern, escape="\\"),
             )
         )
-    page = (
+    count = select(func.count()).select_from(Todo).where(*conditions)
+    return _page(conditions, sort), count
+
+
+def _page(conditions: list[ColumnElement[bool]], sort: str) -> Select[*tuple[Any, ...]]:
+    """One page of the todos that meet the conditions, each row ending in the total."""
+    return (
         select(*_COLUMNS, func.count().over().label("total"))
         .where(*conditions)
         .order_by(*_order_by(sort))
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
     )
-    count = select(func.count()).select_from(Todo).where(*conditions)
-    return page, count
 
 
 def list_todos(
@@ -147,20 +151,14 @@ def first_page_with_token_check() -> Select[*tuple[Any, ...]]:
     gone, inactive, or the token revoked); one row with a NULL id when the page is
     empty; else the page's rows, each ending in the total, like list_todos' page.
     """
-    page = (
-        select(*_COLUMNS, func.count().over().label("total"))
-        .where(Todo.owner_id == User.id)
-        .order_by(*_order_by("id"))
-        .limit(bindparam("limit"))
-        .offset(bindparam("offset"))
-        .lateral("page")
-    )
+    page = _page([Todo.owner_id == User.id], "id").lateral("page")
     return (
         select(page)
         .select_from(User)
         .outerjoin(page, true())
         .where(
             User.id == bindparam("user_id"),
+            # users._token_holds in SQL: keep the two in step.
             User.is_active,
             User.token_version == bindparam("token_version"),
         )

@@ -68,6 +68,7 @@ def find_by_login(db: Session, login: str) -> User | None:
 
 def _token_holds(is_active: bool, token_version: int, claims: security.TokenClaims) -> bool:
     # Role and is_active come from the database on every request, never the token.
+    # services.todos.first_page_with_token_check says the same in SQL: keep in step.
     return is_active and token_version == claims.token_version
 
 
