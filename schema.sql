@@ -13,6 +13,7 @@ CREATE TABLE users (
     is_active     boolean      NOT NULL DEFAULT true,
     role          varchar(45)  NOT NULL DEFAULT 'user',
     token_version integer      NOT NULL DEFAULT 0,
+    version       integer      NOT NULL DEFAULT 1,
     CONSTRAINT users_pkey PRIMARY KEY (id),
     CONSTRAINT ck_users_role CHECK (role IN ('user', 'admin'))
 );
@@ -29,6 +30,7 @@ CREATE TABLE todos (
     owner_id    integer      NOT NULL,
     created_at  timestamptz  NOT NULL DEFAULT statement_timestamp(),
     updated_at  timestamptz  NOT NULL DEFAULT statement_timestamp(),
+    version     integer      NOT NULL DEFAULT 1,
     CONSTRAINT todos_pkey PRIMARY KEY (id),
     CONSTRAINT fk_todos_owner_id_users FOREIGN KEY (owner_id)
         REFERENCES users (id) ON DELETE CASCADE,

@@ -142,3 +142,45 @@ def test_unrepairable_rows_stop_the_upgrade_on_sqlite_too(tmp_path: Path) -> Non
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM todos")).scalar() == 1
     engine.dispose()
+
+
+def _schema(url: str) -> list[tuple[object, ...]]:
+    """Every table, column, index and constraint, as the database itself describes them."""
+    engine = create_engine(database_url(url))
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "sqlite":
+                query = "SELECT type, name, sql FROM sqlite_master ORDER BY type, name"
+            else:
+                query = (
+                    "SELECT 'column', table_name || '.' || column_name, data_type || ' ' || "
+                    "is_nullable || ' ' || coalesce(column_default, '') "
+                    "FROM information_schema.columns WHERE table_schema = 'public' "
+                    "UNION ALL SELECT 'index', indexname, indexdef FROM pg_indexes "
+                    "WHERE schemaname = 'public' "
+                    "UNION ALL SELECT 'constraint', conname, pg_get_constraintdef(oid) "
+                    "FROM pg_constraint WHERE connamespace = 'public'::regnamespace "
+                    "UNION ALL SELECT 'extension', extname, '' FROM pg_extension "
+                    "ORDER BY 1, 2"
+                )
+            return [tuple(row) for row in connection.execute(text(query))]
+    finally:
+        engine.dispose()
+
+
+def _revisions() -> list[str]:
+    names = sorted(Path(ROOT / "migrations" / "versions").glob("[0-9]*.py"))
+    return [name.name.split("_")[0] for name in names]
+
+
+@pytest.mark.parametrize("revision", _revisions()[2:])
+def test_each_later_revision_goes_down_and_up_again_to_the_same_schema(
+    empty_database_url: str, revision: str
+) -> None:
+    migrate(empty_database_url)
+    at_head = _schema(empty_database_url)
+    config = alembic_config(empty_database_url)
+    command.downgrade(config, f"{revision}-1")
+    assert _schema(empty_database_url) != at_head
+    migrate(empty_database_url)
+    assert _schema(empty_database_url) == at_head

@@ -2,7 +2,9 @@
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request
@@ -143,3 +145,80 @@ async def todo_query(
 
 
 TodoQueryDep = Annotated[TodoQuery, Depends(todo_query)]
+
+
+# --- conditional requests: ETag, If-Match, If-None-Match -----------------------
+# An ETag names the resource and its row's version, e.g. "todo-7-v3": strong, and
+# different for two users' /users/me even when their versions are equal.
+_ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e]*)"')
+
+
+def etag(kind: str, resource_id: int, version: int) -> str:
+    return f'"{kind}-{resource_id}-v{version}"'
+
+
+@dataclass(frozen=True, slots=True)
+class EntityTags:
+    """An If-Match or If-None-Match header: `*`, or the entity tags it lists."""
+
+    any: bool = False
+    strong: frozenset[str] = frozenset()
+    weak: frozenset[str] = frozenset()  # sent as W/"...": they never satisfy If-Match
+
+    def versions_of(self, kind: str, resource_id: int) -> frozenset[int] | None:
+        """For If-Match (strong comparison): the versions of this resource the header
+        names, or None when it is `*` (any current version will do)."""
+        if self.any:
+            return None
+        prefix = f"{kind}-{resource_id}-v"
+        return frozenset(
+            int(tag[len(prefix) :])
+            for tag in self.strong
+            if tag.startswith(prefix)
+            and tag[len(prefix) :].isdigit()
+            and len(tag) - len(prefix) <= 9
+        )
+
+    def names(self, current: str) -> bool:
+        """For If-None-Match (weak comparison, as HTTP says): is `current` listed?"""
+        opaque = current[1:-1]
+        return self.any or opaque in self.strong or opaque in self.weak
+
+
+def parse_entity_tags(value: str) -> EntityTags:
+    """`*`, or a comma-separated list of entity tags; anything unparsable names nothing."""
+    if value.strip() == "*":
+        return EntityTags(any=True)
+    strong: set[str] = set()
+    weak: set[str] = set()
+    for match in _ENTITY_TAG.finditer(value):
+        (weak if match.group(1) else strong).add(match.group(2))
+    return EntityTags(strong=frozenset(strong), weak=frozenset(weak))
+
+
+def _entity_tags(request: Request, header: str) -> EntityTags | None:
+    # Several lines of one header are one comma-separated list (RFC 9110, 5.3).
+    values = request.headers.getlist(header)
+    return parse_entity_tags(", ".join(values)) if values else None
+
+
+# Read from the request rather than declared as parameters: a header is any text, so
+# it can never be a 422, and FastAPI would document one for every declared parameter
+# (routers/responses.CONDITIONAL_HEADERS documents them instead). Async: no thread hop.
+async def if_match(request: Request) -> EntityTags | None:
+    return _entity_tags(request, "if-match")
+
+
+async def if_none_match(request: Request) -> EntityTags | None:
+    return _entity_tags(request, "if-none-match")
+
+
+IfMatch = Annotated[EntityTags | None, Depends(if_match)]
+IfNoneMatch = Annotated[EntityTags | None, Depends(if_none_match)]
+
+
+def expected_versions(
+    preconditions: EntityTags | None, kind: str, resource_id: int
+) -> frozenset[int] | None:
+    """What a write must find: None for no condition (no If-Match, or `*`)."""
+    return None if preconditions is None else preconditions.versions_of(kind, resource_id)

@@ -1,5 +1,7 @@
 """Domain errors raised by the services; main.py maps each to one HTTP status."""
 
+RESOURCE_CHANGED = "the resource changed since it was read"
+
 
 class DomainError(Exception):
     """A rule of the domain refused the request; `detail` is safe to show the client."""
@@ -31,3 +33,7 @@ class Conflict(DomainError):
 
 class Unavailable(DomainError):
     """The service cannot take the request now, e.g. too many waiting already (503)."""
+
+
+class PreconditionFailed(DomainError):
+    """An `If-Match` that no longer holds: the resource changed since it was read (412)."""

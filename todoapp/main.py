@@ -29,6 +29,7 @@ from todoapp.errors import (
     NotAuthenticated,
     NotFound,
     PermissionDenied,
+    PreconditionFailed,
     Unavailable,
 )
 from todoapp.fastlane import TodoListFastLane, on_loop_reads
@@ -44,6 +45,7 @@ _STATUS = {
     PermissionDenied: 403,
     NotFound: 404,
     Conflict: 409,
+    PreconditionFailed: 412,
     Unavailable: 503,
 }
 DATABASE_UNAVAILABLE = "database unavailable"
@@ -180,8 +182,14 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Location", "Retry-After"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Request-ID",
+                "If-Match",
+                "If-None-Match",
+            ],
+            expose_headers=["X-Request-ID", "Location", "Retry-After", "ETag"],
         )
     app.add_middleware(RequestContextMiddleware)
     return app

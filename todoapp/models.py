@@ -12,12 +12,13 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    event,
     func,
     text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
@@ -80,6 +81,7 @@ class User(Base):
         # token still held for the old account would then open the new one.
         {"sqlite_autoincrement": True},
     )
+    __mapper_args__ = {"eager_defaults": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(200))
@@ -91,6 +93,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(45), server_default="user")
     # Bumped by logout, a password change and disabling: older tokens stop working.
     token_version: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The ETag's validator: every write to the row bumps it (see _bump_version).
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
 
     todos: Mapped[list["Todo"]] = relationship(back_populates="owner", passive_deletes=True)
 
@@ -113,5 +117,20 @@ class Todo(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime, server_default=FetchedValue(), onupdate=utcnow()
     )
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
 
     owner: Mapped[User] = relationship(back_populates="todos")
+
+
+@event.listens_for(User, "before_update")
+@event.listens_for(Todo, "before_update")
+def _bump_version(_mapper: Any, _connection: Any, target: User | Todo) -> None:
+    """Every ORM write to a user or todo bumps its version in the same UPDATE.
+
+    As a SQL expression (version + 1), so that two writers never both write the same
+    next version; RETURNING brings the new value back (eager_defaults). Writes made
+    with Core statements bump it themselves.
+    """
+    session = object_session(target)
+    if session is not None and session.is_modified(target, include_collections=False):
+        target.version = type(target).version + 1

@@ -10,6 +10,7 @@ _DESCRIPTIONS = {
     403: "Signed in, but not allowed",
     404: "Not found (or not yours)",
     409: "Conflicts with the current state",
+    412: "`If-Match` names none of the resource's current ETags: it changed since it was read",
     413: "Request body over 1 MiB",
     429: "Too many failed logins; retry after `Retry-After` seconds",
     503: "The database is unavailable or not migrated",
@@ -42,3 +43,51 @@ DB = (503,)
 AUTHED = (401, 503)
 # Every route with a request body.
 BODY = (413,)
+
+
+_ETAG_HEADER = {
+    "ETag": {"description": "The resource's current entity tag", "schema": {"type": "string"}}
+}
+
+
+def with_etag(success: int, *, not_modified: bool = False) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for an answer carrying one resource and its ETag, plus the
+    304 of `If-None-Match` (no body)."""
+    result: dict[int | str, dict[str, Any]] = {success: {"headers": _ETAG_HEADER}}
+    if not_modified:
+        result[304] = {
+            "description": "Not modified: `If-None-Match` names the current ETag",
+            "headers": _ETAG_HEADER,
+        }
+    return result
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+# `openapi_extra=` for the routes that honour If-Match / If-None-Match (see deps.if_match).
+IF_MATCH = {
+    "parameters": [
+        _header(
+            "If-Match",
+            "Write only while the resource's current ETag is one of these tags (comma-"
+            "separated, strong comparison) or `*`; else 412 and nothing changes.",
+        )
+    ]
+}
+IF_NONE_MATCH = {
+    "parameters": [
+        _header(
+            "If-None-Match",
+            "Answer 304 (the ETag, no body) when the current ETag is one of these tags "
+            "(comma-separated) or `*`.",
+        )
+    ]
+}

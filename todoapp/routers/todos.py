@@ -12,6 +12,8 @@ from sqlalchemy import Connection, Row
 from todoapp.deps import (
     CurrentUser,
     IdPath,
+    IfMatch,
+    IfNoneMatch,
     Limit,
     Offset,
     SessionDep,
@@ -19,8 +21,10 @@ from todoapp.deps import (
     SessionSourceDep,
     TodoQueryDep,
     TokenClaimsDep,
+    etag,
+    expected_versions,
 )
-from todoapp.routers.responses import AUTHED, BODY, errors
+from todoapp.routers.responses import AUTHED, BODY, IF_MATCH, IF_NONE_MATCH, errors, with_etag
 from todoapp.schemas import Page, TodoCreate, TodoOut, TodoPatch, TodoReplace
 from todoapp.security import TokenClaims
 from todoapp.services import todos, users
@@ -80,50 +84,96 @@ async def list_todos(
     return Response(body, media_type="application/json")
 
 
+def _tagged(todo: Any, response: Response) -> TodoOut:
+    """The todo as the answer's body, its ETag in the answer's header."""
+    response.headers["ETag"] = etag("todo", todo.id, todo.version)
+    return TodoOut.model_validate(todo)
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a todo",
     operation_id="todos-create",
     response_description="The new todo; `Location` points at it",
-    responses=errors(*AUTHED, *BODY),
+    responses={**errors(*AUTHED, *BODY), **with_etag(201)},
 )
 def create_todo(body: TodoCreate, user: CurrentUser, db: SessionDep, response: Response) -> TodoOut:
     todo = todos.create_todo(db, user.id, body.model_dump())
     response.headers["Location"] = f"/todos/{todo.id}"
-    return TodoOut.model_validate(todo)
+    return _tagged(todo, response)
 
 
 @router.get(
     "/{todo_id}",
     summary="Read one todo",
     operation_id="todos-read",
-    responses=errors(*AUTHED, 404),
+    response_model=TodoOut,
+    responses={**errors(*AUTHED, 404), **with_etag(200, not_modified=True)},
+    openapi_extra=IF_NONE_MATCH,
 )
-def read_todo(todo_id: IdPath, user: CurrentUser, db: SessionDep) -> TodoOut:
-    return TodoOut.model_validate(todos.get_todo(db, todo_id, owner_id=user.id))
+def read_todo(
+    todo_id: IdPath,
+    user: CurrentUser,
+    db: SessionDep,
+    response: Response,
+    if_none_match: IfNoneMatch,
+) -> Response | TodoOut:
+    todo = todos.get_todo(db, todo_id, owner_id=user.id)
+    current = etag("todo", todo.id, todo.version)
+    if if_none_match is not None and if_none_match.names(current):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": current})
+    return _tagged(todo, response)
 
 
 @router.put(
     "/{todo_id}",
     summary="Replace a todo (every field required)",
     operation_id="todos-replace",
-    responses=errors(*AUTHED, 404, *BODY),
+    responses={**errors(*AUTHED, 404, 412, *BODY), **with_etag(200)},
+    openapi_extra=IF_MATCH,
 )
-def replace_todo(todo_id: IdPath, body: TodoReplace, user: CurrentUser, db: SessionDep) -> TodoOut:
-    todo = todos.update_todo(db, todo_id, owner_id=user.id, changes=body.model_dump())
-    return TodoOut.model_validate(todo)
+def replace_todo(
+    todo_id: IdPath,
+    body: TodoReplace,
+    user: CurrentUser,
+    db: SessionDep,
+    response: Response,
+    if_match: IfMatch,
+) -> TodoOut:
+    todo = todos.update_todo(
+        db,
+        todo_id,
+        owner_id=user.id,
+        changes=body.model_dump(),
+        expected_versions=expected_versions(if_match, "todo", todo_id),
+    )
+    return _tagged(todo, response)
 
 
 @router.patch(
     "/{todo_id}",
     summary="Change some fields of a todo",
     operation_id="todos-update",
-    responses=errors(*AUTHED, 404, *BODY),
+    responses={**errors(*AUTHED, 404, 412, *BODY), **with_etag(200)},
+    openapi_extra=IF_MATCH,
 )
-def update_todo(todo_id: IdPath, body: TodoPatch, user: CurrentUser, db: SessionDep) -> TodoOut:
-    changes = body.model_dump(exclude_unset=True)
-    return TodoOut.model_validate(todos.update_todo(db, todo_id, owner_id=user.id, changes=changes))
+def update_todo(
+    todo_id: IdPath,
+    body: TodoPatch,
+    user: CurrentUser,
+    db: SessionDep,
+    response: Response,
+    if_match: IfMatch,
+) -> TodoOut:
+    todo = todos.update_todo(
+        db,
+        todo_id,
+        owner_id=user.id,
+        changes=body.model_dump(exclude_unset=True),
+        expected_versions=expected_versions(if_match, "todo", todo_id),
+    )
+    return _tagged(todo, response)
 
 
 @router.delete(
@@ -131,7 +181,13 @@ def update_todo(todo_id: IdPath, body: TodoPatch, user: CurrentUser, db: Session
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a todo",
     operation_id="todos-delete",
-    responses=errors(*AUTHED, 404),
+    responses=errors(*AUTHED, 404, 412),
+    openapi_extra=IF_MATCH,
 )
-def delete_todo(todo_id: IdPath, user: CurrentUser, db: SessionDep) -> None:
-    todos.delete_todo(db, todo_id, owner_id=user.id)
+def delete_todo(todo_id: IdPath, user: CurrentUser, db: SessionDep, if_match: IfMatch) -> None:
+    todos.delete_todo(
+        db,
+        todo_id,
+        owner_id=user.id,
+        expected_versions=expected_versions(if_match, "todo", todo_id),
+    )

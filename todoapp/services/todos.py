@@ -1,9 +1,9 @@
 """Todos: owner-scoped CRUD, filtering, search, sorting and paging."""
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from sqlalchemy import (
     ColumnElement,
@@ -16,11 +16,12 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    update,
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
-from todoapp.errors import NotFound
+from todoapp.errors import RESOURCE_CHANGED, NotFound, PreconditionFailed
 from todoapp.models import Todo, User, utcnow
 from todoapp.services.users import commit
 
@@ -166,17 +167,11 @@ def first_page_with_token_check() -> Select[*tuple[Any, ...]]:
     )
 
 
-def get_todo(db: Session, todo_id: int, *, owner_id: int | None, for_update: bool = False) -> Todo:
-    """The todo, if it exists and (when owner_id is given) belongs to that owner.
-
-    `for_update` locks the row until commit (PostgreSQL), so that concurrent writes to
-    one todo apply one after the other, each whole.
-    """
+def get_todo(db: Session, todo_id: int, *, owner_id: int | None) -> Todo:
+    """The todo, if it exists and (when owner_id is given) belongs to that owner."""
     query = select(Todo).where(Todo.id == todo_id)
     if owner_id is not None:
         query = query.where(Todo.owner_id == owner_id)
-    if for_update:
-        query = query.with_for_update()
     todo = db.scalar(query)
     if todo is None:
         raise NotFound(NOT_FOUND)
@@ -190,23 +185,61 @@ def create_todo(db: Session, owner_id: int, fields: dict[str, Any]) -> Todo:
     return todo
 
 
-def update_todo(db: Session, todo_id: int, *, owner_id: int, changes: dict[str, Any]) -> Todo:
-    # Locked: the ORM writes only the columns that differ from what it read, so two
-    # unlocked writers could each land half of their change.
-    todo = get_todo(db, todo_id, owner_id=owner_id, for_update=bool(changes))
-    if not changes:
-        return todo
-    for field, value in changes.items():
-        setattr(todo, field, value)
-    todo.updated_at = utcnow()
+def _refuse(db: Session, todo_id: int, owner_id: int | None) -> NoReturn:
+    """Why a conditional write found no row: NotFound, else PreconditionFailed."""
+    query = select(Todo.id).where(Todo.id == todo_id)
+    if owner_id is not None:
+        query = query.where(Todo.owner_id == owner_id)
+    if db.execute(query).first() is None:
+        raise NotFound(NOT_FOUND)
+    raise PreconditionFailed(RESOURCE_CHANGED)
+
+
+def update_todo(
+    db: Session,
+    todo_id: int,
+    *,
+    owner_id: int,
+    changes: dict[str, Any],
+    expected_versions: Collection[int] | None = None,
+) -> Row[*tuple[Any, ...]]:
+    """Apply `changes` in one statement, which also bumps the version; the todo's row.
+
+    With `expected_versions`, only while the todo is at one of them (If-Match): two
+    writers that read the same version cannot both write, since the second one's
+    UPDATE waits for the first one's row lock and then finds the new version.
+    """
+    where = [Todo.id == todo_id, Todo.owner_id == owner_id]
+    if expected_versions is not None:
+        where.append(Todo.version.in_(expected_versions))
+    if not changes:  # nothing to write; the precondition still applies
+        row = db.execute(select(*_COLUMNS, Todo.version).where(*where)).first()
+    else:
+        row = db.execute(
+            update(Todo)
+            .where(*where)
+            .values(**changes, updated_at=utcnow(), version=Todo.version + 1)
+            .returning(*_COLUMNS, Todo.version),
+            execution_options={"synchronize_session": False},
+        ).first()
+    if row is None:
+        _refuse(db, todo_id, owner_id)
     commit(db)
-    return todo
+    return row
 
 
-def delete_todo(db: Session, todo_id: int, *, owner_id: int | None) -> None:
+def delete_todo(
+    db: Session,
+    todo_id: int,
+    *,
+    owner_id: int | None,
+    expected_versions: Collection[int] | None = None,
+) -> None:
     query = delete(Todo).where(Todo.id == todo_id)
     if owner_id is not None:
         query = query.where(Todo.owner_id == owner_id)
+    if expected_versions is not None:
+        query = query.where(Todo.version.in_(expected_versions))
     if db.execute(query).rowcount == 0:  # type: ignore[attr-defined]
-        raise NotFound(NOT_FOUND)
+        _refuse(db, todo_id, owner_id)
     commit(db)

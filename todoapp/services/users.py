@@ -1,6 +1,6 @@
 """Accounts: registration, login, self-service, administration and demo data."""
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +9,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from todoapp import security
-from todoapp.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, PermissionDenied
+from todoapp.errors import (
+    RESOURCE_CHANGED,
+    Conflict,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+)
 from todoapp.models import Todo, User
 
 BAD_CREDENTIALS = "Incorrect username or password"
@@ -143,8 +151,12 @@ def authenticate(db: Session, *, login: str, password: str) -> User:
 
 
 def _revoke_tokens(db: Session, user: User) -> None:
-    db.execute(update(User).where(User.id == user.id).values(token_version=User.token_version + 1))
-    db.refresh(user, ["token_version"])
+    db.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(token_version=User.token_version + 1, version=User.version + 1)
+    )
+    db.refresh(user, ["token_version", "version"])
 
 
 def logout(db: Session, user: User) -> None:
@@ -152,9 +164,21 @@ def logout(db: Session, user: User) -> None:
     commit(db)
 
 
-def update_profile(db: Session, user: User, changes: dict[str, Any]) -> User:
-    # Re-read under a row lock, so that concurrent changes apply whole, one at a time.
+def update_profile(
+    db: Session,
+    user: User,
+    changes: dict[str, Any],
+    *,
+    expected_versions: Collection[int] | None = None,
+) -> User:
+    """Change one's own profile; with `expected_versions` (If-Match) only while the
+    account is still at one of them."""
+    # Re-read under a row lock, so that concurrent changes apply whole, one at a time,
+    # and the version checked is the one the write bumps.
     db.refresh(user, with_for_update=True)
+    if expected_versions is not None and user.version not in expected_versions:
+        db.rollback()
+        raise PreconditionFailed(RESOURCE_CHANGED)
     _ensure_free(
         db, username=changes.get("username"), email=changes.get("email"), exclude_id=user.id
     )
