@@ -20,9 +20,10 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 	touch $@
 
 ## run: install, migrate the configured database (SQLite todoapp.db by default), serve with reload
+## (no drain on reload: DRAIN_SECONDS=0 unless set)
 run: $(VENV)/.runtime
 	$(BIN)/alembic upgrade head
-	$(BIN)/uvicorn todoapp.main:app --reload --host $(HOST) --port $(PORT)
+	DRAIN_SECONDS=$${DRAIN_SECONDS:-0} $(BIN)/uvicorn todoapp.main:app --reload --host $(HOST) --port $(PORT)
 
 ## lint: ruff (lint and format check) and mypy
 lint: $(VENV)/.dev
@@ -35,9 +36,12 @@ test: lint
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 ## serve: production serving, $(WORKERS) workers with uvloop and httptools
+## With METRICS_ENABLED=true the workers count in files of a fresh directory (metrics.py).
 serve: $(VENV)/.runtime
 	$(BIN)/alembic upgrade head
-	$(BIN)/uvicorn todoapp.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) \
+	if [ "$${METRICS_ENABLED:-false}" = true ] && [ -z "$${PROMETHEUS_MULTIPROC_DIR:-}" ]; then \
+		export PROMETHEUS_MULTIPROC_DIR="$$(mktemp -d -t todoapp-metrics.XXXXXX)"; fi; \
+	exec $(BIN)/uvicorn todoapp.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) \
 		--loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 20
 
 clean:

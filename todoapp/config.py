@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     fast_lane_connections: int = Field(default=8, ge=0, le=1000)
     db_pool_timeout: float = Field(default=5.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Operations (README, Scale-out): logs a machine reads, metrics, draining on SIGTERM,
+    # and a pooler in transaction mode (PgBouncer) between the app and PostgreSQL.
+    log_format: Literal["text", "json"] = "text"
+    metrics_enabled: bool = False
+    metrics_token: str | None = None
+    drain_seconds: float = Field(default=5.0, ge=0, le=600)
+    db_pooler: Literal["none", "transaction"] = "none"
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -44,7 +51,7 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "metrics_token", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
@@ -13,7 +14,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from todoapp import security
+from todoapp import metrics, security
 from todoapp.database import Database
 from todoapp.errors import NotAuthenticated, PermissionDenied, Unavailable
 from todoapp.models import User
@@ -52,10 +53,15 @@ async def admit(admission: asyncio.Semaphore, timeout: float) -> bool:
     if not admission.locked():
         await admission.acquire()  # a place is free: no timer, no task
         return True
+    started = time.perf_counter()
     try:
         await asyncio.wait_for(admission.acquire(), timeout)
     except TimeoutError:
+        metrics.DB_WAITS.labels("timed_out").inc()
         return False
+    finally:
+        metrics.DB_WAIT_SECONDS.observe(time.perf_counter() - started)
+    metrics.DB_WAITS.labels("admitted").inc()
     return True
 
 
@@ -72,10 +78,12 @@ async def get_session_source(request: Request) -> AsyncIterator[SessionSource]:
     state = request.app.state
     if not await admit(state.admission, state.settings.db_pool_timeout):
         raise Unavailable(SERVER_BUSY)
+    metrics.THREADS_IN_USE.inc()
     try:
         yield state.session_source
     finally:
         state.admission.release()
+        metrics.THREADS_IN_USE.dec()
 
 
 SessionSourceDep = Annotated[SessionSource, Depends(get_session_source)]

@@ -18,12 +18,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from todoapp import security
+from todoapp import metrics, security
 from todoapp.config import Settings
 from todoapp.database import Database
 from todoapp.deps import MAX_ID, admit, get_session_source
@@ -38,6 +39,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _DEFAULT_QUERY = TodoQuery()
+# What the router would have put in the scope: the route's template (logs.route_template).
+LANE_ROUTE = SimpleNamespace(path="/todos")
 WARN_EVERY_SECONDS = 60.0
 logger = logging.getLogger(__name__)
 
@@ -96,6 +99,8 @@ class TodoListFastLane:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/todos":
             body = await self._page(scope)
             if body is not None:
+                metrics.FAST_LANE_ANSWERS.inc()
+                scope["route"] = LANE_ROUTE  # for the access log and the metrics
                 await send(
                     {
                         "type": "http.response.start",
@@ -133,15 +138,19 @@ class TodoListFastLane:
         state = self.fastapi_app.state
         admission: asyncio.Semaphore = state.admission
         if not await admit(admission, state.settings.db_pool_timeout):
+            metrics.FAST_LANE_HANDOVERS.labels("read_failed").inc()
             return None
+        metrics.THREADS_IN_USE.inc()
         try:
             return await run_in_threadpool(
                 todo_page_json, state.session_source, claims, _DEFAULT_QUERY, limit, offset
             )
         except Exception:  # revoked, unavailable, not migrated...: the app will say which
+            metrics.FAST_LANE_HANDOVERS.labels("read_failed").inc()
             return None
         finally:
             admission.release()
+            metrics.THREADS_IN_USE.dec()
 
 
 class OnLoopReads:
@@ -166,15 +175,21 @@ class OnLoopReads:
             "limit": limit,
             "offset": offset,
         }
+        metrics.LANE_IN_USE.inc()
         try:
             rows = await self.reader.fetch_all(self.statement, params)
         except ReadFailed as exc:
             self._warn(exc)
+            metrics.FAST_LANE_HANDOVERS.labels("read_failed").inc()
             return None
+        finally:
+            metrics.LANE_IN_USE.dec()
         if not rows:
+            metrics.FAST_LANE_HANDOVERS.labels("token").inc()
             return None  # the token no longer holds: the app answers 401
         if rows[0][0] is None:  # an empty page
             if offset:
+                metrics.FAST_LANE_HANDOVERS.labels("past_end").inc()
                 return None  # past the end: the app counts the total
             return page_json([], 0, limit, offset)
         items = [dict(zip(self.columns, row, strict=False)) for row in rows]

@@ -18,10 +18,12 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from todoapp import metrics
 from todoapp.config import ConfigError, Settings, get_settings
 from todoapp.database import Database, SchemaNotReady, make_engine
 from todoapp.deps import SessionSource
 from todoapp.docs import install_docs
+from todoapp.drain import Drain, DrainMiddleware
 from todoapp.errors import (
     Conflict,
     DomainError,
@@ -33,8 +35,11 @@ from todoapp.errors import (
     Unavailable,
 )
 from todoapp.fastlane import TodoListFastLane, on_loop_reads
+from todoapp.logs import configure_logging
+from todoapp.metrics import MetricsMiddleware
 from todoapp.middleware import RequestContextMiddleware
 from todoapp.routers import admin, auth, operations, todos, users
+from todoapp.routers import metrics as metrics_router
 from todoapp.throttle import make_failure_store
 
 logger = logging.getLogger("todoapp")
@@ -66,13 +71,8 @@ class AsciiJSONResponse(JSONResponse):
 
 
 def _configure_logging(settings: Settings) -> None:
-    # Our own handler when nothing above us has one (as under uvicorn); records still
-    # propagate, so an embedding application or the test suite sees them too.
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(settings.log_level)
+    # Our own handler when nothing above us has one (as under uvicorn); see logs.py.
+    configure_logging(logger, settings.log_level, settings.log_format)
     # The logging HOWTO's optimisations: our records never show the caller's file and
     # line, threads or processes, so do not spend time on every request finding them.
     logging._srcfile = None
@@ -148,12 +148,23 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             if problem is not None:
                 logger.error("%s", problem)
         app.state.on_loop_reads = on_loop_reads(database, settings)  # this loop's own
+        metrics.DB_POOL_SIZE.labels("threads").set(settings.worker_threads)
+        if app.state.on_loop_reads is not None:
+            metrics.DB_POOL_SIZE.labels("fast_lane").set(settings.fast_lane_connections)
+        if settings.metrics_enabled and metrics.multiprocess_dir() is None:
+            logger.info(
+                "metrics: PROMETHEUS_MULTIPROC_DIR is not set, so /metrics shows this "
+                "worker's counts only (fine with one worker)"
+            )
+        drain.install()
         try:
             yield
         finally:
+            drain.uninstall()
             if app.state.on_loop_reads is not None:
                 app.state.on_loop_reads.reader.close()
             database.engine.dispose()
+            metrics.worker_stopped()
 
     app = FastAPI(
         title="todoapp",
@@ -165,6 +176,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     app.state.settings = settings
     app.state.database = database
+    drain = app.state.drain = Drain(settings.drain_seconds)
     app.state.session_source = SessionSource(database)
     # Remade at start-up for the serving loop; see deps.get_session_source.
     app.state.admission = asyncio.Semaphore(settings.worker_threads)
@@ -173,6 +185,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     for router in (auth.router, users.router, todos.router, admin.router, operations.router):
         app.include_router(router)
+    if settings.metrics_enabled:
+        app.include_router(metrics_router.router)
     install_docs(app)
     _install_error_handlers(app)
     # Inside CORS and the request context, so its answers get their headers and log line.
@@ -191,7 +205,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             ],
             expose_headers=["X-Request-ID", "Location", "Retry-After", "ETag"],
         )
+    app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(RequestContextMiddleware)
+    if settings.metrics_enabled:  # outermost: it sees every answer, 413s and 500s too
+        app.add_middleware(MetricsMiddleware)
     return app
 
 

@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from todoapp.logs import route_template
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -120,13 +122,23 @@ class RequestContextMiddleware:
                 status_holder[0] = 500
                 await _send_json(send, 500, {"detail": "Internal Server Error"}, [id_header])
         finally:
+            duration_ms = (time.perf_counter() - started) * 1000
             access_log.info(
                 "%s %s %d %.1fms %s",
                 scope["method"],
                 scope["path"],
                 status_holder[0],
-                (time.perf_counter() - started) * 1000,
+                duration_ms,
                 request_id,
+                # The fields of a JSON line (LOG_FORMAT=json, see logs.py).
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route_template(scope),
+                    "status": status_holder[0],
+                    "duration_ms": round(duration_ms, 1),
+                },
             )
 
     async def _read_body(self, receive: Receive) -> bytes | None:

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from todoapp import security
+from todoapp import metrics, security
 from todoapp.deps import CurrentUser, SessionDep
 from todoapp.errors import NotAuthenticated
 from todoapp.routers.responses import AUTHED, BODY, DB, errors
@@ -57,6 +57,7 @@ def login(
     # guesses cannot all pass the limit; one that is not a 401 is taken back.
     retry_after = failures.reserve(key)
     if retry_after is not None:
+        metrics.LOGIN_THROTTLED.inc()
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "Too many failed login attempts; try again later",

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
+from todoapp.drain import DRAINING
 from todoapp.schemas import ErrorOut, HealthOut, ReadyOut
 
 router = APIRouter(tags=["operations"])
@@ -22,6 +23,8 @@ async def health() -> HealthOut:
     responses={503: {"model": ErrorOut, "description": "Not ready; `detail` says why"}},
 )
 def ready(request: Request) -> ReadyOut | JSONResponse:
+    if request.app.state.drain.draining:  # see drain.py: the balancer takes us out
+        return JSONResponse({"detail": DRAINING}, status_code=503)
     database = request.app.state.database
     try:
         problem = database.schema_problem()

@@ -1,0 +1,117 @@
+"""Real servers for the tests that need one: uvicorn in a process of its own.
+
+`LiveServer` runs `uvicorn todoapp.main:app` as `make serve` does (uvloop, httptools,
+graceful shutdown), on a free port of 127.0.0.1, with the environment it is given and
+nothing of the caller's app settings; its output goes to a file the test can read.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+START_TIMEOUT = 60.0
+# Settings of the app that must not leak in from the caller's environment.
+APP_VARIABLES = (
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "ENVIRONMENT",
+    "REDIS_URL",
+    "ACCESS_TOKEN_EXPIRE_MINUTES",
+    "CORS_ORIGINS",
+    "LOGIN_MAX_FAILURES",
+    "LOGIN_WINDOW_SECONDS",
+    "BCRYPT_ROUNDS",
+    "WORKER_THREADS",
+    "FAST_LANE_CONNECTIONS",
+    "DB_POOL_TIMEOUT",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "METRICS_ENABLED",
+    "METRICS_TOKEN",
+    "DRAIN_SECONDS",
+    "DB_POOLER",
+    "PROMETHEUS_MULTIPROC_DIR",
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def app_environment(settings: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
+    env.update({"BCRYPT_ROUNDS": "4", **settings})
+    return env
+
+
+class LiveServer:
+    def __init__(
+        self,
+        settings: Mapping[str, str],
+        log_path: Path,
+        *,
+        workers: int = 1,
+        cwd: Path = ROOT,
+        python: str = sys.executable,
+        graceful_seconds: int = 20,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.log_path = log_path
+        cmd = [python, "-m", "uvicorn", "todoapp.main:app", "--host", HOST]
+        cmd += ["--port", str(self.port), "--workers", str(workers), "--loop", "uvloop"]
+        cmd += ["--http", "httptools", "--no-access-log"]
+        cmd += ["--timeout-graceful-shutdown", str(graceful_seconds)]
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=app_environment(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, path: str = "/readyz") -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx.Client(timeout=5.0, trust_env=False) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"server exited: {self.log_text()[-2000:]}")
+                try:
+                    if client.get(self.url + path).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"server not ready: {self.log_text()[-2000:]}")
+                time.sleep(0.1)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 40.0) -> int:
+        self.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
