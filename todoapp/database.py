@@ -66,6 +66,13 @@ def database_url(url: str) -> URL:
 
 
 POSTGRES_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 5, "options": "-c timezone=UTC"}
+# Behind a pooler in transaction mode (DB_POOLER=transaction): PgBouncer refuses startup
+# options ("unsupported startup parameter: options"), so the time zone is SET once per
+# connection instead; PgBouncer tracks TimeZone per client and sets it again on whichever
+# server connection each transaction gets. (A SET of anything it does not track, such
+# as statement_timeout, would leak to other clients: none is made.)
+POOLED_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 5}
+SET_UTC = "SET TIME ZONE 'UTC'"
 
 
 def make_engine(url: str, settings: Settings) -> Engine:
@@ -92,15 +99,27 @@ def make_engine(url: str, settings: Settings) -> Engine:
         )
         _configure_sqlite(engine, wal=not in_memory)
         return engine
+    pooled = settings.db_pooler == "transaction"
     engine = create_engine(
         parsed,
         pool_size=settings.worker_threads,
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout,
-        connect_args=POSTGRES_CONNECT_ARGS,
+        connect_args=POOLED_CONNECT_ARGS if pooled else POSTGRES_CONNECT_ARGS,
     )
+    if pooled:
+        _utc_on_connect(engine)
     _ping_on_checkout(engine)
     return engine
+
+
+def _utc_on_connect(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _set_utc(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(SET_UTC)
+        cursor.close()
+        dbapi_connection.commit()
 
 
 # Set while a read that retries by itself holds its connection (Database.read).
@@ -189,10 +208,24 @@ class Database:
         return self._schema_ready
 
     def async_reader(
-        self, size: int, timeout: float, prepared: tuple[PreparedStatement, ...] = ()
+        self,
+        size: int,
+        timeout: float,
+        prepared: tuple[PreparedStatement, ...] = (),
+        *,
+        pooler: bool = False,
     ) -> AsyncReader:
-        """An AsyncReader on this PostgreSQL database, connecting as the engine does."""
+        """An AsyncReader on this PostgreSQL database, connecting as the engine does.
+
+        Behind a pooler in transaction mode (`pooler`), nothing is prepared (a statement
+        prepared on one server connection is unknown on the next) and the time zone is
+        SET (see POOLED_CONNECT_ARGS); reads given up on are cancelled by the pooler.
+        """
         _args, params = self.engine.dialect.create_connect_args(self.engine.url)
+        if pooler:
+            return AsyncReader(
+                {**params, **POOLED_CONNECT_ARGS}, size=size, timeout=timeout, setup=(SET_UTC,)
+            )
         # A read given up on after `timeout` is stopped by the server too.
         options = f"{POSTGRES_CONNECT_ARGS['options']} -c statement_timeout={int(timeout * 1000)}"
         return AsyncReader(

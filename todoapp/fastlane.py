@@ -220,5 +220,6 @@ def on_loop_reads(database: Database, settings: Settings) -> OnLoopReads | None:
         size=settings.fast_lane_connections,
         timeout=settings.db_pool_timeout,
         prepared=(first_page,),
+        pooler=settings.db_pooler == "transaction",
     )
     return OnLoopReads(reader, first_page, [column.name for column in statement.selected_columns])

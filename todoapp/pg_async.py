@@ -121,11 +121,13 @@ class AsyncReader:
         size: int,
         timeout: float,
         prepared: tuple[PreparedStatement, ...] = (),
+        setup: tuple[str, ...] = (),
     ) -> None:
         self.connect_kwargs = connect_kwargs
         self.size = size
         self.timeout = timeout
         self.prepared = prepared
+        self.setup = setup  # statements run once on each new connection
         self._idle: list[connection] = []
         self._open = 0
         # Requests waiting for a connection; each is handed one, or None meaning
@@ -216,6 +218,9 @@ class AsyncReader:
                 await _settle(conn)
                 psycopg2.extensions.register_type(TIMESTAMPTZ, conn)
                 cursor = conn.cursor()  # held: psycopg2 fails a poll whose cursor is gone
+                for sql in self.setup:
+                    cursor.execute(sql)
+                    await _settle(conn)
                 for statement in self.prepared if self.preparing else ():
                     cursor.execute(statement.prepare)
                     await _settle(conn)
