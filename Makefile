@@ -6,7 +6,11 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test lint serve bench soak e2e clean
+.PHONY: run test lint serve bench soak e2e clean cluster
+
+# Debian's packages that the tests (PgBouncer), `make cluster` and `make soak` run.
+APT_INSTALL = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +37,7 @@ lint: $(VENV)/.dev
 
 ## test: install, lint, then the whole suite on SQLite and PostgreSQL
 test: lint
+	@command -v pgbouncer >/dev/null || { $(APT_INSTALL) pgbouncer; }
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 ## serve: production serving, $(WORKERS) workers with uvloop and httptools
@@ -43,6 +48,14 @@ serve: $(VENV)/.runtime
 		export PROMETHEUS_MULTIPROC_DIR="$$(mktemp -d -t todoapp-metrics.XXXXXX)"; fi; \
 	exec $(BIN)/uvicorn todoapp.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) \
 		--loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 20
+
+## cluster: the production shape on this machine (deploy/): HAProxy on 127.0.0.1:8080 in
+## front of two app hosts (2 workers each, ports 8001 and 8002), PgBouncer in transaction
+## mode (6433) before PostgreSQL (5432), and Redis (6379); Ctrl-C stops what it started.
+cluster: $(VENV)/.dev
+	@command -v haproxy >/dev/null && command -v pgbouncer >/dev/null && \
+		command -v redis-server >/dev/null || { $(APT_INSTALL) haproxy pgbouncer redis-server; }
+	$(BIN)/python -m deploy.cluster
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
