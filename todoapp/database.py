@@ -151,7 +151,14 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
 
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The repository's migrations/; an installed wheel carries them as todoapp/migrations
+# (see pyproject.toml), so that the app knows the head revision wherever it runs.
+_PACKAGED_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS_DIR = (
+    _PACKAGED_MIGRATIONS
+    if _PACKAGED_MIGRATIONS.is_dir()
+    else Path(__file__).resolve().parent.parent / "migrations"
+)
 
 
 class SchemaNotReady(Exception):

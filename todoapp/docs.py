@@ -17,7 +17,8 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from scalar_fastapi import AgentScalarConfig, get_scalar_api_reference
-from starlette.staticfiles import StaticFiles
+
+from todoapp.static_files import CompressedStaticFiles
 
 DOCS_ASSETS = Path(__file__).resolve().parent / "static" / "docs"
 STATIC_PREFIX = "/static/docs"
@@ -68,7 +69,8 @@ def install_docs(app: FastAPI) -> None:
         return
     openapi_url = app.openapi_url
     title = app.title
-    app.mount(STATIC_PREFIX, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+    # Compressed when the browser accepts it, with caching headers (static_files.py).
+    app.mount(STATIC_PREFIX, CompressedStaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
