@@ -38,3 +38,23 @@ CREATE TABLE todos (
 );
 
 CREATE INDEX ix_todos_owner_id ON todos (owner_id);
+
+CREATE TABLE sessions (
+    id           SERIAL,
+    user_id      integer      NOT NULL,
+    created_at   timestamptz  NOT NULL DEFAULT statement_timestamp(),
+    last_used_at timestamptz  NOT NULL DEFAULT statement_timestamp(),
+    user_agent   varchar(255),
+    refresh_hash varchar(64)  NOT NULL,
+    generation   integer      NOT NULL DEFAULT 0,
+    ended_at     timestamptz,
+    end_reason   varchar(20),
+    CONSTRAINT sessions_pkey PRIMARY KEY (id),
+    CONSTRAINT fk_sessions_user_id_users FOREIGN KEY (user_id)
+        REFERENCES users (id) ON DELETE CASCADE,
+    CONSTRAINT ck_sessions_ended CHECK ((ended_at IS NULL) = (end_reason IS NULL))
+);
+
+CREATE INDEX ix_sessions_user_id ON sessions (user_id);
+CREATE INDEX ix_sessions_last_used_at ON sessions (last_used_at);
+CREATE INDEX ix_sessions_ended_at ON sessions (ended_at);

@@ -134,3 +134,34 @@ def _bump_version(_mapper: Any, _connection: Any, target: User | Todo) -> None:
     session = object_session(target)
     if session is not None and session.is_modified(target, include_collections=False):
         target.version = type(target).version + 1
+
+
+class UserSession(Base):
+    """One login (a device): the hash of its current refresh token, and its life.
+
+    Access tokens name it (claim `sid`); they hold only while it lives: not ended, and
+    refreshed within REFRESH_TOKEN_EXPIRE_DAYS. Named UserSession, not Session, so it is
+    never mistaken for SQLAlchemy's.
+    """
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        CheckConstraint("(ended_at IS NULL) = (end_reason IS NULL)", name="ended"),
+        # A purged session's id is never handed out again (SQLite would reuse it).
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=FetchedValue())
+    # When it was started or last refreshed: the idle clock of REFRESH_TOKEN_EXPIRE_DAYS.
+    last_used_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, server_default=FetchedValue(), index=True
+    )
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    # SHA-256 (hex) of the current refresh token's secret; never the token itself.
+    refresh_hash: Mapped[str] = mapped_column(String(64))
+    # Rotations so far: the first refresh token is generation 0.
+    generation: Mapped[int] = mapped_column(Integer, server_default="0")
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    end_reason: Mapped[str | None] = mapped_column(String(20))
