@@ -19,9 +19,8 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from todoapp import security
 from todoapp.models import Todo, User
-from todoapp.services import users
+from todoapp.services import sessions, users
 
 CHECKS = [
     not_a_server_error,
@@ -67,7 +66,7 @@ def _ensure_account(db: Session, name: str, role: str) -> User:
 def _bearer_for(db: Session, name: str, role: str) -> Headers:
     def headers() -> dict[str, str]:
         user = _ensure_account(db, name, role)
-        token = security.issue_access_token(user.id, user.token_version).token
+        token = sessions.start(db, user, user_agent="fuzz").access.token
         return {"Authorization": f"Bearer {token}"}
 
     return headers

@@ -11,11 +11,14 @@ from todoapp.main import create_app
 EXPECTED = {
     ("POST", "/auth/register"): {201, 409, 413, 422},
     ("POST", "/auth/token"): {200, 401, 403, 413, 422, 429},
+    ("POST", "/auth/refresh"): {200, 401, 413, 422},
     ("POST", "/auth/logout"): {204, 401},
     ("GET", "/users/me"): {200, 304, 401},
     ("PATCH", "/users/me"): {200, 401, 409, 412, 413, 422},
     ("PUT", "/users/me/password"): {204, 400, 401, 413, 422},
     ("DELETE", "/users/me"): {204, 401, 409},
+    ("GET", "/users/me/sessions"): {200, 401},
+    ("DELETE", "/users/me/sessions/{session_id}"): {204, 401, 404, 422},
     ("GET", "/todos"): {200, 401, 422},
     ("POST", "/todos"): {201, 401, 413, 422},
     ("GET", "/todos/{todo_id}"): {200, 304, 401, 404, 422},
@@ -34,6 +37,7 @@ EXPECTED = {
 PUBLIC = {
     ("POST", "/auth/register"),
     ("POST", "/auth/token"),
+    ("POST", "/auth/refresh"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
 }
@@ -122,7 +126,7 @@ def test_ids_in_paths_are_bounded_to_postgresql_integers(document: dict[str, Any
                     1,
                     2**31 - 1,
                 ), path
-    assert seen == 8
+    assert seen == 9
 
 
 def test_every_request_body_has_an_example(document: dict[str, Any]) -> None:
@@ -135,7 +139,7 @@ def test_every_request_body_has_an_example(document: dict[str, Any]) -> None:
         (media,) = operation["requestBody"]["content"].values()
         ref = media["schema"].get("$ref", "").rsplit("/", 1)[-1]
         assert media.get("example") or schemas.get(ref, {}).get("examples"), key
-    assert bodies == 8
+    assert bodies == 9
 
 
 def test_responses_never_document_a_password_or_hash(document: dict[str, Any]) -> None:

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./todoapp.db"
     secret_key: str = DEVELOPMENT_SECRET_KEY
     access_token_expire_minutes: int = Field(default=30, ge=1, le=60 * 24 * 365)
+    # A session (and its refresh token) ends after this many days without a refresh.
+    refresh_token_expire_days: int = Field(default=30, ge=1, le=3650)
     environment: str = "development"
     cors_origins: Annotated[list[str], NoDecode] = []
     redis_url: str | None = None
@@ -61,6 +63,11 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         # `SECRET_KEY=` (as in .env.example) means "not set", never an empty key.
         return DEVELOPMENT_SECRET_KEY if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies carry `Secure` everywhere but in development (plain http://127.0.0.1)."""
+        return self.environment != "development"
 
     @property
     def uses_development_secret(self) -> bool:

@@ -31,6 +31,7 @@ from todoapp.deps import MAX_ID, admit, get_session_source
 from todoapp.pg_async import AsyncReader, PreparedStatement, ReadFailed
 from todoapp.routers.todos import page_json, todo_page_json
 from todoapp.services.todos import TodoQuery, first_page_with_token_check
+from todoapp.services.users import token_params
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -169,12 +170,7 @@ class OnLoopReads:
         self._warned_at: float | None = None
 
     async def page(self, claims: security.TokenClaims, limit: int, offset: int) -> bytes | None:
-        params = {
-            "user_id": claims.user_id,
-            "token_version": claims.token_version,
-            "limit": limit,
-            "offset": offset,
-        }
+        params = {**token_params(claims), "limit": limit, "offset": offset}
         metrics.LANE_IN_USE.inc()
         try:
             rows = await self.reader.fetch_all(self.statement, params)

@@ -192,14 +192,18 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # Inside CORS and the request context, so its answers get their headers and log line.
     app.add_middleware(TodoListFastLane, fastapi_app=app)
     if settings.cors_origins:
+        # Credentials: these origins' pages may refresh with the cookie (and send the
+        # X-Requested-With it needs); other origins get no CORS headers at all.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
+            allow_credentials=True,
             allow_methods=["*"],
             allow_headers=[
                 "Authorization",
                 "Content-Type",
                 "X-Request-ID",
+                "X-Requested-With",
                 "If-Match",
                 "If-None-Match",
             ],

@@ -171,7 +171,34 @@ class UserOut(BaseModel):
 class Token(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
-    expires_in: int = Field(description="Seconds until the token expires.")
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    refresh_token: str = Field(
+        description="Opaque; swap it at POST /auth/refresh for a new pair. Single use."
+    )
+    refresh_expires_in: int = Field(
+        description="Seconds the session lasts without a refresh (each refresh renews it)."
+    )
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"refresh_token": "12.bm90LWEtcmVhbC10b2tlbg.c2ln"}]},
+    )
+
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class SessionOut(BaseModel):
+    """One live session (a device) of the caller."""
+
+    model_config = _RESPONSE
+
+    id: int
+    created_at: AwareDatetime
+    last_used_at: AwareDatetime = Field(description="When it was started or last refreshed.")
+    user_agent: str | None
+    current: bool = Field(description="True for the session of the token used.")
 
 
 # --- todos -------------------------------------------------------------------

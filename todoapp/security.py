@@ -3,6 +3,10 @@
 The only module that imports passlib or jose, so either can be swapped here alone.
 """
 
+import base64
+import hashlib
+import hmac
+import secrets
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,6 +18,7 @@ from passlib.context import CryptContext
 from todoapp.config import get_settings
 
 ALGORITHM = "HS256"
+MAX_ID = 2**31 - 1  # PostgreSQL's integer: the range of user and session ids
 # Never matches a real password; verifying against it costs what a real check costs.
 _DUMMY_PASSWORD = "not-a-password-of-anyone"
 
@@ -59,6 +64,7 @@ def verify_password(password: str, password_hash: str | None) -> tuple[bool, str
 class TokenClaims:
     user_id: int
     token_version: int
+    session_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +73,17 @@ class IssuedToken:
     expires_in: int
 
 
-def issue_access_token(user_id: int, token_version: int) -> IssuedToken:
+def issue_access_token(user_id: int, token_version: int, session_id: int) -> IssuedToken:
     settings = get_settings()
     now = int(time.time())
     expires_in = settings.access_token_expire_minutes * 60
-    claims = {"sub": str(user_id), "iat": now, "exp": now + expires_in, "ver": token_version}
+    claims = {
+        "sub": str(user_id),
+        "iat": now,
+        "exp": now + expires_in,
+        "ver": token_version,
+        "sid": session_id,
+    }
     token = jwt.encode(claims, settings.secret_key, algorithm=ALGORITHM)
     return IssuedToken(token=token, expires_in=expires_in)
 
@@ -108,11 +120,85 @@ def _verified(token: str, secret_key: str) -> tuple[TokenClaims, int] | None:
     except (JWTError, ValueError, TypeError):
         return None
     sub, version, expires_at = claims.get("sub"), claims.get("ver"), claims.get("exp")
+    session_id = claims.get("sid")
     if not isinstance(sub, str) or not sub.isdigit() or type(version) is not int:
         return None
-    if type(expires_at) is not int:
+    if type(expires_at) is not int or type(session_id) is not int:
         return None
     user_id = int(sub)
-    if not 0 < user_id <= 2**31 - 1:
+    if not 0 < user_id <= MAX_ID or not 0 < session_id <= MAX_ID:
         return None
-    return TokenClaims(user_id=user_id, token_version=version), expires_at
+    return TokenClaims(user_id=user_id, token_version=version, session_id=session_id), expires_at
+
+
+# --- refresh tokens ------------------------------------------------------------
+# A refresh token is "<session id>.<secret>.<mac>": the secret is 32 random bytes, of
+# which the database keeps only the SHA-256; the MAC (HMAC-SHA256 under a key derived
+# from SECRET_KEY) proves that this server issued that secret for that session. So a
+# used-up token of a session is recognised as one (reuse: the session ends), while a
+# made-up token naming someone's session is merely unknown and ends nothing.
+REFRESH_SECRET_BYTES = 32
+_MAX_REFRESH_TOKEN = 200
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshSecret:
+    secret: str
+    hash: str  # what the database keeps
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedRefreshToken:
+    session_id: int
+    secret_hash: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+@lru_cache(maxsize=4)
+def _refresh_key(secret_key: str) -> bytes:
+    # A key of its own, so a refresh token's MAC can never double as a JWT signature.
+    return hmac.new(secret_key.encode(), b"todoapp refresh token", hashlib.sha256).digest()
+
+
+def _refresh_mac(body: str) -> str:
+    key = _refresh_key(get_settings().secret_key)
+    return _b64(hmac.new(key, body.encode("ascii"), hashlib.sha256).digest())
+
+
+def new_refresh_secret() -> RefreshSecret:
+    secret = secrets.token_urlsafe(REFRESH_SECRET_BYTES)
+    return RefreshSecret(secret=secret, hash=_sha256(secret))
+
+
+def refresh_token(session_id: int, secret: RefreshSecret) -> str:
+    """The refresh token handed to the client: opaque to it, URL-safe."""
+    body = f"{session_id}.{secret.secret}"
+    return f"{body}.{_refresh_mac(body)}"
+
+
+def read_refresh_token(token: str) -> PresentedRefreshToken | None:
+    """The session and secret hash of a token this server issued, or None for anything
+    else (malformed, made up, signed under another SECRET_KEY). Constant-time MAC check."""
+    if len(token) > _MAX_REFRESH_TOKEN or not token.isascii():
+        return None
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts):
+        return None
+    sid, secret, mac = parts
+    if not sid.isdigit() or len(sid) > 10 or not 0 < int(sid) <= MAX_ID:
+        return None
+    if not hmac.compare_digest(mac, _refresh_mac(f"{sid}.{secret}")):
+        return None
+    return PresentedRefreshToken(session_id=int(sid), secret_hash=_sha256(secret))
+
+
+def same_hash(a: str, b: str) -> bool:
+    """Compare two stored hashes in constant time."""
+    return hmac.compare_digest(a.encode(), b.encode())

@@ -1,16 +1,32 @@
-"""/auth: register, log in for a token, log out."""
+"""/auth: register, log in for a session's tokens, refresh them, log out."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Body,
+    Cookie,
+    Depends,
+    Header,
+    HTTPException,
+    Request,
+    Response,
+    status,
+)
 from fastapi.security import OAuth2PasswordRequestForm
 
-from todoapp import metrics, security
+from todoapp import metrics
 from todoapp.deps import CurrentUser, SessionDep
 from todoapp.errors import NotAuthenticated
+from todoapp.routers.refresh_cookie import (
+    REFRESH_COOKIE,
+    REQUESTED_WITH,
+    clear_refresh_cookie,
+    token_answer,
+)
 from todoapp.routers.responses import AUTHED, BODY, DB, errors
-from todoapp.schemas import Token, UserCreate, UserOut
-from todoapp.services import users
+from todoapp.schemas import RefreshRequest, Token, UserCreate, UserOut
+from todoapp.services import sessions, users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -35,8 +51,10 @@ def register(body: UserCreate, db: SessionDep, response: Response) -> UserOut:
 
 @router.post(
     "/token",
-    summary="Log in with username (or email) and password",
+    summary="Log in with username (or email) and password: a new session",
     operation_id="auth-token",
+    response_description="A new session's tokens; the refresh token is also set as the "
+    "cookie `todoapp_refresh`",
     responses=errors(401, 403, 429, *BODY, *DB),
     openapi_extra={
         "requestBody": {
@@ -49,7 +67,10 @@ def register(body: UserCreate, db: SessionDep, response: Response) -> UserOut:
     },
 )
 def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, db: SessionDep
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    response: Response,
+    db: SessionDep,
 ) -> Token:
     failures = request.app.state.login_failures
     key = f"{form.username.lower()[:320]}|{_client_address(request)}"
@@ -71,16 +92,67 @@ def login(
         failures.release(key)  # e.g. 403 (disabled) or the database down
         raise
     failures.clear(key)
-    issued = security.issue_access_token(user.id, user.token_version)
-    return Token(access_token=issued.token, expires_in=issued.expires_in)
+    issued = sessions.start(db, user, user_agent=request.headers.get("user-agent"))
+    return token_answer(issued, request, response)
+
+
+NO_REFRESH_TOKEN = "no refresh token: send it in the body"
+COOKIE_NEEDS_HEADER = (
+    f"a refresh from the cookie needs the header X-Requested-With: {REQUESTED_WITH}"
+)
+
+
+@router.post(
+    "/refresh",
+    summary="Swap a refresh token for a new pair (the one sent is used up)",
+    operation_id="auth-refresh",
+    response_description="The session's new tokens; the cookie `todoapp_refresh` is renewed",
+    responses=errors(401, *BODY, *DB),
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/json": {"example": {"refresh_token": "<refresh_token>"}}}
+        }
+    },
+)
+def refresh(
+    request: Request,
+    response: Response,
+    db: SessionDep,
+    body: Annotated[RefreshRequest | None, Body()] = None,
+    todoapp_refresh: Annotated[
+        str | None,
+        Cookie(
+            alias=REFRESH_COOKIE,
+            description="Used when there is no body, and only with `X-Requested-With`.",
+        ),
+    ] = None,
+    x_requested_with: Annotated[
+        str | None, Header(description=f"`{REQUESTED_WITH}` for a refresh from the cookie.")
+    ] = None,
+) -> Token:
+    # With a body, its token is used and the cookie ignored. The cookie alone counts
+    # only with the header, which another site's page cannot send: the token is not
+    # touched (nor used up) otherwise.
+    if body is not None:
+        presented = body.refresh_token
+    elif todoapp_refresh is None:
+        raise NotAuthenticated(NO_REFRESH_TOKEN)
+    elif x_requested_with != REQUESTED_WITH:
+        raise NotAuthenticated(COOKIE_NEEDS_HEADER)
+    else:
+        presented = todoapp_refresh
+    issued = sessions.rotate(db, presented)
+    return token_answer(issued, request, response)
 
 
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Revoke every token issued to the caller so far",
+    summary="End every session of the caller: every token issued so far stops working",
     operation_id="auth-logout",
+    response_description="Signed out everywhere; the cookie `todoapp_refresh` is cleared",
     responses=errors(*AUTHED),
 )
-def logout(user: CurrentUser, db: SessionDep) -> None:
+def logout(user: CurrentUser, db: SessionDep, request: Request, response: Response) -> None:
     users.logout(db, user)
+    clear_refresh_cookie(request, response)

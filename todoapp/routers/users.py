@@ -1,12 +1,22 @@
 """/users/me: the signed-in user's own account."""
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
-from todoapp.deps import CurrentUser, IfMatch, IfNoneMatch, SessionDep, etag, expected_versions
+from todoapp.deps import (
+    CurrentUser,
+    IdPath,
+    IfMatch,
+    IfNoneMatch,
+    SessionDep,
+    TokenClaimsDep,
+    etag,
+    expected_versions,
+)
 from todoapp.models import User
+from todoapp.routers.refresh_cookie import clear_refresh_cookie
 from todoapp.routers.responses import AUTHED, BODY, IF_MATCH, IF_NONE_MATCH, errors, with_etag
-from todoapp.schemas import PasswordChange, UserOut, UserUpdate
-from todoapp.services import users
+from todoapp.schemas import PasswordChange, SessionOut, UserOut, UserUpdate
+from todoapp.services import sessions, users
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -56,12 +66,16 @@ def update_me(
 @router.put(
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Change one's own password (revokes earlier tokens)",
+    summary="Change one's own password (ends every session)",
     operation_id="users-me-password",
+    response_description="Changed; every session ended, the cookie `todoapp_refresh` cleared",
     responses=errors(400, *AUTHED, *BODY),
 )
-def change_password(body: PasswordChange, user: CurrentUser, db: SessionDep) -> None:
+def change_password(
+    body: PasswordChange, user: CurrentUser, db: SessionDep, request: Request, response: Response
+) -> None:
     users.change_password(db, user, current=body.current_password, new=body.new_password)
+    clear_refresh_cookie(request, response)
 
 
 @router.delete(
@@ -71,5 +85,47 @@ def change_password(body: PasswordChange, user: CurrentUser, db: SessionDep) -> 
     operation_id="users-me-delete",
     responses=errors(*AUTHED, 409),
 )
-def delete_me(user: CurrentUser, db: SessionDep) -> None:
+def delete_me(user: CurrentUser, db: SessionDep, request: Request, response: Response) -> None:
     users.delete_account(db, user)
+    clear_refresh_cookie(request, response)
+
+
+@router.get(
+    "/me/sessions",
+    summary="List one's live sessions (devices), newest first",
+    operation_id="users-me-sessions-list",
+    responses=errors(*AUTHED),
+)
+def list_sessions(user: CurrentUser, claims: TokenClaimsDep, db: SessionDep) -> list[SessionOut]:
+    return [
+        SessionOut(
+            id=session.id,
+            created_at=session.created_at,
+            last_used_at=session.last_used_at,
+            user_agent=session.user_agent,
+            current=session.id == claims.session_id,
+        )
+        for session in sessions.list_live(db, user.id)
+    ]
+
+
+@router.delete(
+    "/me/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End one of one's sessions (sign a device out)",
+    operation_id="users-me-sessions-delete",
+    response_description="Ended: its tokens stop working; when it is the caller's own "
+    "session, the cookie `todoapp_refresh` is cleared",
+    responses=errors(*AUTHED, 404),
+)
+def end_session(
+    session_id: IdPath,
+    user: CurrentUser,
+    claims: TokenClaimsDep,
+    db: SessionDep,
+    request: Request,
+    response: Response,
+) -> None:
+    sessions.end_one(db, user.id, session_id)
+    if session_id == claims.session_id:
+        clear_refresh_cookie(request, response)

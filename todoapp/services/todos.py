@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from todoapp.errors import RESOURCE_CHANGED, NotFound, PreconditionFailed
-from todoapp.models import Todo, User, utcnow
-from todoapp.services.users import commit
+from todoapp.models import Todo, User, UserSession, utcnow
+from todoapp.services.users import commit, token_holds
 
 SortKey = Literal[
     "id", "-id", "priority", "-priority", "title", "-title", "created_at", "-created_at"
@@ -147,22 +147,18 @@ def list_todos(
 def first_page_with_token_check() -> Select[*tuple[Any, ...]]:
     """A page of todos in id order with its total, and the token check, in one statement.
 
-    PostgreSQL only (LATERAL). Its parameters: user_id and token_version from the
-    token, limit and offset. It gives no row when the token no longer holds (user
-    gone, inactive, or the token revoked); one row with a NULL id when the page is
+    PostgreSQL only (LATERAL). Its parameters: users.token_params, limit and offset.
+    It gives no row when the token no longer holds (user gone or inactive, the token
+    revoked, its session ended or expired); one row with a NULL id when the page is
     empty; else the page's rows, each ending in the total, like list_todos' page.
     """
     page = _page([Todo.owner_id == User.id], "id").lateral("page")
     return (
         select(page)
         .select_from(User)
+        .join(UserSession, UserSession.user_id == User.id)
         .outerjoin(page, true())
-        .where(
-            User.id == bindparam("user_id"),
-            # users._token_holds in SQL: keep the two in step.
-            User.is_active,
-            User.token_version == bindparam("token_version"),
-        )
+        .where(*token_holds())  # the same check as every other route's
         .order_by(page.c.id)
     )
 

@@ -4,7 +4,18 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +29,8 @@ from todoapp.errors import (
     PermissionDenied,
     PreconditionFailed,
 )
-from todoapp.models import Todo, User
+from todoapp.models import Todo, User, UserSession, UtcDateTime
+from todoapp.services import sessions
 
 BAD_CREDENTIALS = "Incorrect username or password"
 USERNAME_TAKEN = "username is already taken"
@@ -74,31 +86,51 @@ def find_by_login(db: Session, login: str) -> User | None:
     )
 
 
-def _token_holds(is_active: bool, token_version: int, claims: security.TokenClaims) -> bool:
-    # Role and is_active come from the database on every request, never the token.
-    # services.todos.first_page_with_token_check says the same in SQL: keep in step.
-    return is_active and token_version == claims.token_version
+def token_holds() -> list[ColumnElement[bool]]:
+    """A token still holds, in SQL over `users` and `sessions`: its user is active and at
+    the token's version, and its session is that user's and lives. One statement reads
+    the user and checks all of it (the fast lane's included: services.todos).
+
+    Bind parameters: see token_params. Role and is_active come from the database on
+    every request, never from the token.
+    """
+    return [
+        User.id == bindparam("user_id"),
+        User.is_active.is_(True),
+        User.token_version == bindparam("token_version"),
+        UserSession.id == bindparam("session_id"),
+        UserSession.user_id == User.id,
+        UserSession.ended_at.is_(None),
+        UserSession.last_used_at > bindparam("idle_since", type_=UtcDateTime()),
+    ]
+
+
+def token_params(claims: security.TokenClaims) -> dict[str, Any]:
+    return {
+        "user_id": claims.user_id,
+        "token_version": claims.token_version,
+        "session_id": claims.session_id,
+        "idle_since": sessions.idle_since(),
+    }
+
+
+_TOKEN_USER = select(User).where(*token_holds())
+_TOKEN_USER_ID = select(User.id).where(*token_holds())
 
 
 def user_for_token(db: Session, claims: security.TokenClaims) -> User:
-    """The active user a token was issued to, unless the token has been revoked since."""
-    user = db.get(User, claims.user_id)
-    if user is None or not _token_holds(user.is_active, user.token_version, claims):
+    """The active user a token was issued to, while the token and its session hold."""
+    user = db.scalar(_TOKEN_USER, token_params(claims))
+    if user is None:
         raise NotAuthenticated(INVALID_TOKEN)
     return user
 
 
-_TOKEN_USER = select(User.id, User.is_active, User.token_version).where(
-    User.id == bindparam("user_id")
-)
-
-
 def user_id_for_token(db: Session | Connection, claims: security.TokenClaims) -> int:
     """user_for_token for read paths: one row, no ORM object."""
-    row = db.execute(_TOKEN_USER, {"user_id": claims.user_id}).first()
-    if row is None or not _token_holds(row.is_active, row.token_version, claims):
+    user_id: int | None = db.execute(_TOKEN_USER_ID, token_params(claims)).scalar()
+    if user_id is None:
         raise NotAuthenticated(INVALID_TOKEN)
-    user_id: int = row.id
     return user_id
 
 
@@ -150,7 +182,11 @@ def authenticate(db: Session, *, login: str, password: str) -> User:
     return user
 
 
-def _revoke_tokens(db: Session, user: User) -> None:
+def end_all_sessions(db: Session, user: User, reason: str) -> None:
+    """End every session of the user, with every access and refresh token issued so far
+    (logout, a password change or reset, disabling). Does not commit: it belongs to the
+    caller's change. `reason` is one of the constants in services.sessions."""
+    sessions.end_all(db, user.id, reason)
     db.execute(
         update(User)
         .where(User.id == user.id)
@@ -160,7 +196,7 @@ def _revoke_tokens(db: Session, user: User) -> None:
 
 
 def logout(db: Session, user: User) -> None:
-    _revoke_tokens(db, user)
+    end_all_sessions(db, user, sessions.LOGOUT)
     commit(db)
 
 
@@ -193,7 +229,7 @@ def change_password(db: Session, user: User, *, current: str, new: str) -> None:
     if not ok:
         raise InvalidInput("current password is incorrect")
     user.hash_password = security.hash_password(new)
-    _revoke_tokens(db, user)
+    end_all_sessions(db, user, sessions.PASSWORD_CHANGE)
     commit(db)
 
 
@@ -288,7 +324,7 @@ def admin_update_user(db: Session, actor: User, user_id: int, changes: dict[str,
         setattr(target, field, value)
     if current.is_active and changes.get("is_active") is False:
         db.flush()
-        _revoke_tokens(db, target)
+        end_all_sessions(db, target, sessions.DISABLED)
     commit(db)
     return target
 
