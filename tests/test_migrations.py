@@ -6,6 +6,7 @@ import pytest
 from alembic import command
 from alembic.util import CommandError
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import ROOT, alembic_config, migrate
 from todoapp.database import database_url, head_revision
@@ -184,3 +185,80 @@ def test_each_later_revision_goes_down_and_up_again_to_the_same_schema(
     assert _schema(empty_database_url) != at_head
     migrate(empty_database_url)
     assert _schema(empty_database_url) == at_head
+
+
+SESSIONS_REVISION = "0004"  # migrations/versions/0004_sessions.py
+
+
+def test_the_sessions_migration_goes_up_and_down_keeping_the_users(
+    empty_database_url: str,
+) -> None:
+    config = alembic_config(empty_database_url)
+    migrate(empty_database_url, SESSIONS_REVISION)
+    engine = create_engine(database_url(empty_database_url))
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("sessions")}
+        assert columns == {
+            "id",
+            "user_id",
+            "created_at",
+            "last_used_at",
+            "user_agent",
+            "refresh_hash",
+            "generation",
+            "ended_at",
+            "end_reason",
+        }
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (email, username, hash_password) "
+                    "VALUES ('a@example.com', 'ada', 'x')"
+                )
+            )
+            connection.execute(
+                text("INSERT INTO sessions (user_id, refresh_hash) VALUES (1, :hash)"),
+                {"hash": "0" * 64},
+            )
+            row = connection.execute(text("SELECT * FROM sessions")).mappings().one()
+            assert row["created_at"] is not None
+            assert row["last_used_at"] is not None
+            assert (row["generation"], row["ended_at"], row["end_reason"]) == (0, None, None)
+        command.downgrade(config, "0003")
+        assert "sessions" not in set(inspect(engine).get_table_names())
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT username FROM users")).scalar() == "ada"
+        migrate(empty_database_url, SESSIONS_REVISION)
+        assert "sessions" in set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_a_session_needs_a_reason_to_end_and_dies_with_its_user(
+    empty_database_url: str,
+) -> None:
+    migrate(empty_database_url, SESSIONS_REVISION)
+    engine = create_engine(database_url(empty_database_url))
+    try:
+        with engine.begin() as connection:
+            if engine.dialect.name == "sqlite":
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.execute(
+                text(
+                    "INSERT INTO users (email, username, hash_password) "
+                    "VALUES ('a@example.com', 'ada', 'x')"
+                )
+            )
+            connection.execute(
+                text("INSERT INTO sessions (user_id, refresh_hash) VALUES (1, :hash)"),
+                {"hash": "0" * 64},
+            )
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(text("UPDATE sessions SET ended_at = CURRENT_TIMESTAMP"))
+        with engine.begin() as connection:
+            if engine.dialect.name == "sqlite":
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.execute(text("DELETE FROM users"))
+            assert connection.execute(text("SELECT count(*) FROM sessions")).scalar() == 0
+    finally:
+        engine.dispose()

@@ -24,8 +24,16 @@ def _sign(claims: dict[str, object], key: str | None = None) -> str:
 
 
 def _claims(account: Account, **changes: object) -> dict[str, object]:
+    """The claims of a good token of the account's session, with `changes` applied."""
     now = int(time.time())
-    claims: dict[str, object] = {"sub": str(account.id), "iat": now, "exp": now + 600, "ver": 0}
+    session_id = jwt.get_unverified_claims(account.token)["sid"]
+    claims: dict[str, object] = {
+        "sub": str(account.id),
+        "iat": now,
+        "exp": now + 600,
+        "ver": 0,
+        "sid": session_id,
+    }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -39,6 +47,9 @@ def assert_401(client: TestClient, headers: dict[str, str]) -> None:
 
 def test_a_good_token_works(client: TestClient, alice: Account) -> None:
     assert client.get("/users/me", headers=alice.headers).json()["username"] == "alice"
+    # So each bad token below differs from a good one in exactly what its name says.
+    crafted = {"Authorization": f"Bearer {_sign(_claims(alice))}"}
+    assert client.get("/users/me", headers=crafted).status_code == 200
 
 
 BAD_TOKENS: dict[str, Callable[[Account], str]] = {
@@ -61,6 +72,10 @@ BAD_TOKENS: dict[str, Callable[[Account], str]] = {
     "no-version": lambda a: _sign(_claims(a, ver=None)),
     "future-version": lambda a: _sign(_claims(a, ver=1)),
     "unknown-user": lambda a: _sign(_claims(a, sub="999999")),
+    "no-session": lambda a: _sign(_claims(a, sid=None)),
+    "unknown-session": lambda a: _sign(_claims(a, sid=999999)),
+    "session-not-an-integer": lambda a: _sign(_claims(a, sid=str(_claims(a)["sid"]))),
+    "session-out-of-range": lambda a: _sign(_claims(a, sid=2**31)),
 }
 
 
@@ -123,6 +138,13 @@ def test_token_after_a_password_change_is_401(client: TestClient, alice: Account
     assert response.status_code == 204
     assert_401(client, alice.headers)
     assert login(client, "alice", "a-new-password")
+
+
+def test_a_token_naming_another_users_session_is_401(
+    client: TestClient, alice: Account, bob: Account
+) -> None:
+    bobs_session = jwt.get_unverified_claims(bob.token)["sid"]
+    assert_401(client, {"Authorization": f"Bearer {_sign(_claims(alice, sid=bobs_session))}"})
 
 
 def test_role_comes_from_the_database_not_the_token(
