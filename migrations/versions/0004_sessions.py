@@ -5,8 +5,8 @@ that session lives. `refresh_hash` is the SHA-256 of the current refresh token's
 (never the token), `generation` counts rotations, `ended_at` / `end_reason` say whether
 and why the session ended. Ended and idle sessions are purged in small batches.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-29
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
