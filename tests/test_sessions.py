@@ -2,6 +2,7 @@
 session, devices, the browser cookie, expiry and the purge of dead sessions."""
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -263,6 +264,18 @@ def test_a_malformed_refresh_body_is_422(
     assert refresh(client, ada["refresh_token"]).status_code == 200  # not used up
 
 
+def test_a_refresh_body_over_1_mib_is_413_and_uses_nothing_up(
+    client: TestClient, ada: dict[str, Any]
+) -> None:
+    padding = " " * (1024 * 1024)
+    body = f'{{"refresh_token": "{ada["refresh_token"]}"}}{padding}'
+    response = client.post(
+        "/auth/refresh", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert refresh(client, ada["refresh_token"]).status_code == 200
+
+
 def test_refresh_with_neither_body_nor_cookie_is_401(client: TestClient) -> None:
     client.cookies.clear()
     response = client.post("/auth/refresh")
@@ -472,12 +485,12 @@ def test_sessions_list_only_the_callers_live_sessions(
 
 def test_a_refresh_moves_last_used_at(client: TestClient, ada: dict[str, Any]) -> None:
     (before,) = client.get("/users/me/sessions", headers=bearer(ada)).json()
+    time.sleep(0.01)  # SQLite's clock has millisecond steps
     fresh = refresh(client, ada["refresh_token"]).json()
     (after,) = client.get("/users/me/sessions", headers=bearer(fresh)).json()
     assert after["created_at"] == before["created_at"]
-    assert after["last_used_at"] > before["last_used_at"] or (
-        after["last_used_at"] == before["last_used_at"]  # within one millisecond on SQLite
-    )
+    moved = datetime.fromisoformat(after["last_used_at"])
+    assert moved > datetime.fromisoformat(before["last_used_at"])
 
 
 def test_deleting_a_session_signs_that_device_out_at_once(
