@@ -35,6 +35,7 @@ from todoapp.errors import (
     Unavailable,
 )
 from todoapp.fastlane import TodoListFastLane, on_loop_reads
+from todoapp.frontend import install_frontend
 from todoapp.logs import configure_logging
 from todoapp.metrics import MetricsMiddleware
 from todoapp.middleware import RequestContextMiddleware
@@ -188,6 +189,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     if settings.metrics_enabled:
         app.include_router(metrics_router.router)
     install_docs(app)
+    install_frontend(app)
     _install_error_handlers(app)
     # Inside CORS and the request context, so its answers get their headers and log line.
     app.add_middleware(TodoListFastLane, fastapi_app=app)
