@@ -94,37 +94,32 @@ class Outbox:
             self._lock.notify_all()
         return "250 OK"
 
-    def wait_for(self, to: str, subject: str, timeout: float = 20.0) -> EmailMessage:
-        """The first message to `to` whose subject contains `subject` (case-insensitive)."""
+    def wait_for(
+        self, to: str, *, subject: str = "", text: str = "", nth: int = 1, timeout: float = 20.0
+    ) -> EmailMessage:
+        """The nth message to `to` with `subject` in its subject and `text` in its text."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
-                for message in self.messages:
-                    if (
-                        to.lower() in str(message["To"]).lower()
-                        and subject.lower() in str(message["Subject"]).lower()
-                    ):
-                        return message
+                found = [m for m in self.messages if _is(m, to, subject, text)]
+                if len(found) >= nth:
+                    return found[nth - 1]
                 left = deadline - time.monotonic()
                 if left <= 0:
                     seen = [(str(m["To"]), str(m["Subject"])) for m in self.messages]
-                    raise AssertionError(f"no mail to {to} about {subject!r}; got {seen}")
+                    raise AssertionError(f"no mail {nth} to {to} ({subject!r}, {text!r}): {seen}")
                 self._lock.wait(left)
 
-    def count(self, to: str, subject: str) -> int:
+    def count(self, to: str, *, subject: str = "", text: str = "") -> int:
         with self._lock:
-            return sum(
-                1
-                for m in self.messages
-                if to.lower() in str(m["To"]).lower()
-                and subject.lower() in str(m["Subject"]).lower()
-            )
+            return sum(1 for message in self.messages if _is(message, to, subject, text))
 
 
-def _is(message: EmailMessage, to: str, subject: str) -> bool:
+def _is(message: EmailMessage, to: str, subject: str, text: str) -> bool:
     return (
         to.lower() in str(message["To"]).lower()
         and subject.lower() in str(message["Subject"]).lower()
+        and text in mail_text(message)
     )
 
 
