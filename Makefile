@@ -6,9 +6,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test lint serve bench soak e2e clean cluster
+.PHONY: run test lint chromium serve bench soak e2e clean cluster
 
-# Debian's packages that the tests (PgBouncer), `make cluster` and `make soak` run.
+# Debian's packages that the tests (PgBouncer, Chromium), `make cluster` and `make soak` run.
 APT_INSTALL = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y
 
@@ -35,10 +35,15 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## test: install, lint, then the whole suite on SQLite and PostgreSQL
-test: lint
+## test: install, lint, then the whole suite on SQLite and PostgreSQL (with the browser
+## tests of the web front end in Debian's Chromium)
+test: lint chromium
 	@command -v pgbouncer >/dev/null || { $(APT_INSTALL) pgbouncer; }
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+## chromium: Debian's Chromium for the browser tests and `make e2e`, installed when missing
+chromium:
+	@test -x /usr/bin/chromium || { $(APT_INSTALL) chromium; }
 
 ## serve: production serving, $(WORKERS) workers with uvloop and httptools
 ## With METRICS_ENABLED=true the workers count in files of a fresh directory (metrics.py).
@@ -62,10 +67,7 @@ clean:
 
 ## e2e: /docs, /redoc and /scalar of a live server in headless Chromium (Debian's), every
 ## other host blocked; screenshots in build/e2e/. Not part of `make test`.
-e2e: $(VENV)/.dev
-	@test -x /usr/bin/chromium || { \
-		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+e2e: $(VENV)/.dev chromium
 	$(BIN)/python e2e/run_e2e.py
 
 ## bench: load-test one production worker on PostgreSQL with wrk (about 5 minutes; not part of test)

@@ -85,10 +85,19 @@ async function loadUser() {
   return data;
 }
 
-async function signOutHere() {
+async function currentSession() {
   try {
     const { data } = await api("GET", "/users/me/sessions");
-    const current = Array.isArray(data) ? data.find((session) => session.current) : null;
+    return data.find((session) => session.current) ?? null;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return null; // a server without sessions
+    throw error;
+  }
+}
+
+async function signOutHere() {
+  try {
+    const current = await currentSession();
     if (current) await api("DELETE", `/users/me/sessions/${current.id}`);
     else await api("POST", "/auth/logout");
   } catch (error) {
