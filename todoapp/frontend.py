@@ -6,15 +6,12 @@ app and the app imports nothing from it. Its page gets a Content-Security-Policy
 allows scripts, styles and requests from this origin only, and never a frame.
 """
 
-import os
-from os import PathLike
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
-from starlette.responses import Response
-from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+
+from todoapp.static_files import CompressedStaticFiles
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 WEB_PREFIX = "/web"
@@ -29,24 +26,10 @@ CONTENT_SECURITY_POLICY = (
 REVALIDATE = "no-cache"
 
 
-class WebFiles(StaticFiles):
-    """The front end's files, each revalidated on use."""
-
-    def file_response(
-        self,
-        full_path: PathLike[str] | str,
-        stat_result: os.stat_result,
-        scope: Scope,
-        status_code: int = 200,
-    ) -> Response:
-        response = super().file_response(full_path, stat_result, scope, status_code)
-        response.headers["Cache-Control"] = REVALIDATE
-        return response
-
-
 def install_frontend(app: FastAPI) -> None:
     """Serve the page at / and its files under /web; neither is in the OpenAPI document."""
-    app.mount(WEB_PREFIX, WebFiles(directory=WEB_DIR), name="web")
+    files = CompressedStaticFiles(directory=WEB_DIR, cache_control=REVALIDATE)
+    app.mount(WEB_PREFIX, files, name="web")
     headers = {
         "Content-Security-Policy": CONTENT_SECURITY_POLICY,
         "Cache-Control": REVALIDATE,
