@@ -113,3 +113,27 @@ def test_disabled_account_is_told_so(
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("This account is disabled")
     expect_signed_out(page)
+
+
+def test_a_busy_server_is_said_in_plain_words(
+    page: Page, watch: Watch, make_person: Callable[..., Person]
+) -> None:
+    # An overloaded server's answer, exactly as the contract words it (a real one needs
+    # a flood of logins): the page says to wait, and for how long, keeping the form.
+    watch.allow(503)
+    abe = make_person("abe")
+    busy = {"status": 503, "json": {"detail": "server busy: try again shortly"}}
+    page.route(
+        "**/auth/token",
+        lambda route: route.fulfill(**busy, headers={"Retry-After": "3"}),
+        times=1,
+    )
+    page.get_by_label("Username or email").fill(abe.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "The server is busy right now. Please try again in 3 seconds."
+    )
+    expect(page.get_by_label("Password")).to_have_value(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Todos", level=1)).to_be_visible()
