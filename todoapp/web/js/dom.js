@@ -93,7 +93,8 @@ export function messageBox() {
     show(text, { kind = "error", actions = [] } = {}) {
       box.className = `message message-${kind}`;
       box.setAttribute("role", kind === "error" ? "alert" : "status");
-      box.replaceChildren(h("p", {}, text), actions.length ? h("div", { class: "actions" }, actions) : null);
+      box.replaceChildren(h("p", {}, text));
+      if (actions.length) box.append(h("div", { class: "actions" }, actions));
       box.hidden = false;
     },
     hide() {
