@@ -5,9 +5,7 @@ graceful shutdown), on a free port of 127.0.0.1, with the environment it is give
 nothing of the caller's app settings; its output goes to a file the test can read.
 """
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,44 +14,17 @@ from pathlib import Path
 
 import httpx
 
+from deploy.cluster import HOST, free_port
+from deploy.cluster import app_environment as cluster_environment
+
 ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
-# Settings of the app that must not leak in from the caller's environment.
-APP_VARIABLES = (
-    "DATABASE_URL",
-    "SECRET_KEY",
-    "ENVIRONMENT",
-    "REDIS_URL",
-    "ACCESS_TOKEN_EXPIRE_MINUTES",
-    "CORS_ORIGINS",
-    "LOGIN_MAX_FAILURES",
-    "LOGIN_WINDOW_SECONDS",
-    "BCRYPT_ROUNDS",
-    "WORKER_THREADS",
-    "FAST_LANE_CONNECTIONS",
-    "DB_POOL_TIMEOUT",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "METRICS_ENABLED",
-    "METRICS_TOKEN",
-    "DRAIN_SECONDS",
-    "DB_POOLER",
-    "PROMETHEUS_MULTIPROC_DIR",
-)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+STARTED = "Application startup complete."
 
 
 def app_environment(settings: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
-    env.update({"BCRYPT_ROUNDS": "4", **settings})
-    return env
+    """The caller's environment without its app settings, with `settings` (bcrypt cost 4)."""
+    return cluster_environment({"BCRYPT_ROUNDS": "4", **settings})
 
 
 class LiveServer:
@@ -70,6 +41,7 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log_path = log_path
+        self.workers = workers
         cmd = [python, "-m", "uvicorn", "todoapp.main:app", "--host", HOST]
         cmd += ["--port", str(self.port), "--workers", str(workers), "--loop", "uvloop"]
         cmd += ["--http", "httptools", "--no-access-log"]
@@ -91,7 +63,11 @@ class LiveServer:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"server exited: {self.log_text()[-2000:]}")
                 try:
-                    if client.get(self.url + path).status_code == 200:
+                    # Ready, and every worker started (each one says so once).
+                    if (
+                        client.get(self.url + path).status_code == 200
+                        and self.log_text().count(STARTED) >= self.workers
+                    ):
                         return
                 except httpx.HTTPError:
                     pass
