@@ -74,13 +74,13 @@ e2e: $(VENV)/.dev chromium
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py
 
-## soak: two production workers on a private PostgreSQL cluster (15/soak on port 5433) and
-## Redis (6380), 50 clients for 60 s through a database restart, a Redis restart and a
-## SIGTERM; every acknowledged write is checked (about 2 minutes; not part of test).
-## Report in build/soak/report.md; exits non-zero on any violation.
+## soak: make cluster's shape (HAProxy, two app hosts of 2 workers, PgBouncer) on a private
+## PostgreSQL cluster (15/soak on port 5433) and Redis (6380), 50 clients for 60 s through
+## HAProxy while PostgreSQL restarts, Redis restarts and both hosts are restarted one
+## after the other; every acknowledged write is checked (about 2 minutes; not part of
+## test). Report in build/soak/report.md; exits non-zero on any violation.
 soak: $(VENV)/.dev
-	@command -v pg_createcluster >/dev/null && command -v redis-server >/dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y postgresql redis-server; }
+	@command -v pg_createcluster >/dev/null && command -v redis-server >/dev/null && \
+		command -v haproxy >/dev/null && command -v pgbouncer >/dev/null || { \
+		$(APT_INSTALL) postgresql redis-server haproxy pgbouncer; }
 	$(BIN)/python -m soak.run

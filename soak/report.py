@@ -1,20 +1,23 @@
-"""Judging a soak: requests, probes, events and server logs against the rules; the report.
+"""Judging a soak: requests, probes, events and host logs against the rules; the report.
 
 Everything here works on what run.py collected (SoakFacts), so that the rules can be
 read in one place:
 
-- an HTTP answer is 2xx; or 404 where the ledger decides; or 503 while the database is
-  down (from the stop command until both servers' /readyz answer 200 again);
-- no request goes unanswered, except: connection refused by the stopped server (the
-  balancer retries it once elsewhere), and a keep-alive connection the stopping
-  server closed before its app read the request (its access log never saw the id);
+- every request goes through HAProxy and gets an HTTP answer: no refused, reset or
+  unanswered connection at any time, the rolling restart included;
+- an answer is 2xx; or 404 where the ledger decides; or 503 while the database is down
+  (from the stop command until every host's /readyz answers 200 again and HAProxy has
+  one back in rotation);
 - requests during the outage end within MAX_OUTAGE_LATENCY; /readyz is 503 on both
-  servers while the database is down and 200 again within READY_AGAIN_WITHIN;
+  hosts while the database is down and 200 again within READY_AGAIN_WITHIN;
 - login probes get 200 outside the database outage, Redis restart included;
-- the SIGTERMed server finishes its requests and exits 0 within its grace period;
+- in the rolling restart, each host's /readyz turns 503 and HAProxy takes it out of
+  rotation before it exits; it exits cleanly within its grace period, without
+  cancelling a request, and is back in rotation before the next host is restarted;
 - the ledgers agree with the database (soak/clients.py: check_ledger).
 """
 
+import itertools
 import math
 import re
 import signal
@@ -43,6 +46,10 @@ UNAVAILABLE_LINE = re.compile(
 CLEAN_EXIT_CODES = (0, -signal.SIGTERM)
 FINISHED = "Finished server process"
 BURST_GAP_SECONDS = 1.0
+TIMED_ACCESS_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO todoapp\.access: \S+ \S+ (\d{3}) ",
+    re.MULTILINE,
+)
 UNHANDLED_LINE = re.compile(r"todoapp\.access: unhandled (\w+) on (\S+) (\S+) (\S+)")
 
 # record fields (soak/clients.py: Record)
@@ -57,12 +64,17 @@ class ServerFacts:
     port: int
     pid: int
     log: Path
-    sigterm_at: float | None = None  # the SIGTERM under load
+    sigterm_at: float | None = None  # the SIGTERM of the rolling restart
     exited_at: float | None = None
     returncode: int | None = None
-    final_stop_at: float | None = None  # the SIGTERM after the load, for the others
+    ready_again_at: float | None = None  # restarted, its /readyz 200
+    up_again_at: float | None = None  # and back in HAProxy's rotation
+    final_stop_at: float | None = None  # the SIGTERM after the load
     final_exited_at: float | None = None
+    final_returncode: int | None = None
     cpu_seconds: float = 0.0
+    pids: list[int] = field(default_factory=list)
+    cpu_by_pid: dict[int, float] = field(default_factory=dict)
 
     def log_text(self) -> str:
         try:
@@ -84,6 +96,15 @@ class ServerFacts:
         """Request id -> status, for every request the app finished (its access log)."""
         return {m[5]: int(m[3]) for m in ACCESS_LINE.finditer(self.log_text())}
 
+    def answered_2xx_after(self, when: float) -> int:
+        """Requests this host answered with 2xx after `when` (its access log's times)."""
+        return sum(
+            1
+            for m in TIMED_ACCESS_LINE.finditer(self.log_text())
+            if m[2].startswith("2")
+            and datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp() > when
+        )
+
 
 @dataclass(slots=True)
 class SoakFacts:
@@ -97,6 +118,7 @@ class SoakFacts:
     database: dict[str, Any]
     settings: dict[str, str]
     setup_log: list[str] = field(default_factory=list)
+    balancer_polls: list[list[Any]] = field(default_factory=list)  # [time, {"A": "UP"...}]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -178,6 +200,16 @@ class Judge:
             if not ok:
                 return None
             times.append(min(ok))
+        # And HAProxy has a host back in rotation: until then it answers 503 itself.
+        in_rotation = [
+            when
+            for when, states in self.f.balancer_polls
+            if when >= self.db_back and "UP" in states.values()
+        ]
+        if self.f.balancer_polls:
+            if not in_rotation:
+                return None
+            times.append(min(in_rotation))
         return max(times) if times else None
 
     # --- sections -----------------------------------------------------------------------
@@ -351,14 +383,7 @@ class Judge:
                     f"/readyz on {server.name} was not 200 within {READY_AGAIN_WITHIN:.0f} s "
                     "after the database came back"
                 )
-            served = sum(
-                1
-                for r in records
-                if r[PORT] == server.port
-                and r[STARTED] > self.outage_end
-                and r[STATUS] is not None
-                and 200 <= r[STATUS] < 300
-            )
+            served = server.answered_2xx_after(self.outage_end)
             self.out(f"- {server.name} answered {served} requests with 2xx after the outage")
             if served == 0 and (server.sigterm_at or math.inf) > self.outage_end + 1:
                 self.fail(f"{server.name} served no 2xx after the database came back")
@@ -389,54 +414,56 @@ class Judge:
         self.fail_group("login probe not answered 200 (outside the database outage)", bad)
         self.out()
 
-    def shutdown(self) -> None:
-        self.out("## Graceful shutdown (SIGTERM to one server under load)")
+    def rolling(self) -> None:
+        self.out("## Rolling restart (each host: SIGTERM, drain, exit, start, back in rotation)")
         self.out()
         records = self.f.load["records"]
-        for server in self.f.servers:
-            if server.sigterm_at is None:
-                continue
-            sig = server.sigterm_at
-            sigterm = self.f.load.get("sigterm", {})
-            took = (server.exited_at - sig) if server.exited_at is not None else math.inf
-            in_flight = [
-                r for r in records if r[PORT] == server.port and r[STARTED] < sig <= r[ENDED]
+        restarted = [s for s in self.f.servers if s.sigterm_at is not None]
+        if not restarted:
+            self.fail("no host was restarted")
+        for server in restarted:
+            sig = server.sigterm_at or math.inf
+            exited = server.exited_at if server.exited_at is not None else math.inf
+            took = exited - sig
+            drained = [
+                p[STARTED]
+                for p in self.f.polls
+                if p[NAME_POLL] == server.name and sig <= p[STARTED] and p[STATUS_POLL] == 503
             ]
-            refused = [r for r in records if r[PORT] == server.port and r[ERROR] == "refused"]
-            retried = [r for r in records if r[RETRY] and r[STARTED] >= sig]
+            first_503 = min(drained) if drained else None
+            taken_out = [
+                when
+                for when, states in self.f.balancer_polls
+                if when >= sig and states.get(server.name) not in (None, "UP")
+            ]
+            out_at = min(taken_out) if taken_out else None
             self.out(
-                f"- SIGTERM to {server.name} (port {server.port}) {self.t(sig)}; it exited "
-                f"{self.t(server.exited_at)} with code {server.returncode}, {took:.2f}s later"
+                f"- {server.name}: SIGTERM {self.t(sig)}; /readyz 503 from {self.t(first_503)}; "
+                f"out of HAProxy's rotation {self.t(out_at)}; exited {self.t(server.exited_at)} "
+                f"with code {server.returncode}, {took:.2f}s after the signal; ready again "
+                f"{self.t(server.ready_again_at)}, back in rotation {self.t(server.up_again_at)}"
             )
-            self.out(
-                f"- {len(in_flight)} requests in flight on it at the signal (the load counted "
-                f"{sigterm.get('in_flight', '?')}, {sigterm.get('settled', '?')} of them sent "
-                f"50 ms or more before), answered: {_tally(in_flight)}"
-            )
-            if not in_flight:
-                self.fail(f"no request was in flight on {server.name} at the SIGTERM")
-            self.out(
-                f"- {len(refused)} connections refused once it stopped listening; the balancer "
-                f"retried each once on the other port: {len(retried)} retries, {_tally(retried)}"
-            )
-            self.out(
-                f"- {len(self.closed_unread)} requests met a keep-alive connection it closed "
-                "before reading them (no access-log line: never accepted, not applied); "
-                f"{len(self.accepted_reset)} accepted requests were reset"
-            )
-            for sample in self.closed_unread[:SAMPLES]:
-                self.out(f"  - {sample}")
-            if not server.clean_exit():
-                self.fail(
-                    f"{server.name} exited with code {server.returncode} after SIGTERM"
-                    + ("" if FINISHED in server.log_text() else f", without '{FINISHED}'")
-                )
+            window_end = server.up_again_at if server.up_again_at is not None else math.inf
+            during = [r for r in records if r[ENDED] >= sig and r[STARTED] <= window_end]
+            self.out(f"- {len(during)} requests overlapped its restart: {_tally(during)}")
+            if first_503 is None:
+                self.fail(f"{server.name}: /readyz never answered 503 after SIGTERM (no drain)")
+            if out_at is None or out_at >= exited:
+                self.fail(f"{server.name} exited before HAProxy took it out of rotation")
+            if server.returncode not in CLEAN_EXIT_CODES:
+                self.fail(f"{server.name} exited with code {server.returncode} after SIGTERM")
             if took > GRACEFUL_SECONDS + EXIT_MARGIN_SECONDS:
                 self.fail(f"{server.name} took {took:.1f}s to exit after SIGTERM")
+            if server.up_again_at is None:
+                self.fail(f"{server.name} did not come back into rotation")
+        ordered = sorted(restarted, key=lambda s: s.sigterm_at or 0)
+        for before, after in itertools.pairwise(ordered):
+            if (before.up_again_at or math.inf) > (after.sigterm_at or 0):
+                self.fail(f"{after.name} was restarted before {before.name} was back in rotation")
+        for server in self.f.servers:
             cancelled = re.findall(r".*Cancel \d+ running task.*", server.log_text())
             if cancelled:
                 self.fail(f"{server.name} cancelled requests at shutdown: {cancelled[0].strip()}")
-        for server in self.f.servers:
             if server.final_stop_at is None:
                 continue
             took = (
@@ -446,11 +473,14 @@ class Judge:
             )
             self.out(
                 f"- after the load, {server.name} was stopped the same way: exit code "
-                f"{server.returncode}, {took:.2f}s"
+                f"{server.final_returncode}, {took:.2f}s"
             )
-            if not server.clean_exit() or took > GRACEFUL_SECONDS + EXIT_MARGIN_SECONDS:
+            if (
+                server.final_returncode not in CLEAN_EXIT_CODES
+                or took > GRACEFUL_SECONDS + EXIT_MARGIN_SECONDS
+            ):
                 self.fail(
-                    f"{server.name} stopped with code {server.returncode} in {took:.1f}s "
+                    f"{server.name} stopped with code {server.final_returncode} in {took:.1f}s "
                     "after the final SIGTERM"
                 )
         self.out()
@@ -568,7 +598,7 @@ class Judge:
         self.requests()
         self.outage()
         self.redis()
-        self.shutdown()
+        self.rolling()
         self.ledger()
         self.logs()
         self.out("## Violations")

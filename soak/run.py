@@ -1,5 +1,6 @@
-"""`make soak`: two production servers under load through a database restart, a Redis
-restart and a SIGTERM, then every acknowledged write checked against the database.
+"""`make soak`: the cluster of `make cluster` under load through a database restart, a
+Redis restart and a rolling restart of both app hosts, then every acknowledged write
+checked against the database.
 
 Bounded (about two minutes) and only ever aimed at 127.0.0.1; not part of `make test`.
 
@@ -7,14 +8,16 @@ Bounded (about two minutes) and only ever aimed at 127.0.0.1; not part of `make 
    created on first use and reused after, and a private Redis on port 6380, so both
    can be restarted without touching the shared servers on 5432 and 6379.
 2. The database todoapp_soak is recreated, migrated and seeded with demo1..demo200.
-3. Two uvicorn processes (one worker each, uvloop, httptools, 20 s graceful shutdown,
-   ENVIRONMENT=production, one random SECRET_KEY, DB_POOL_TIMEOUT=3) serve it.
-4. soak/clients.py runs 50 clients for 60 s, round-robin over both, each with four
-   users and a ledger; meanwhile this process polls /readyz on both and, at t=20 s,
-   stops the database for about 5 s; at t=35 s restarts Redis; at t=50 s sends SIGTERM
-   to one server.
+3. deploy/'s shape serves it (deploy/cluster.py): PgBouncer in transaction mode in front
+   of PostgreSQL, two app hosts (uvicorn, 2 workers each, uvloop, httptools, the drain,
+   a 20 s graceful shutdown, ENVIRONMENT=production, one random SECRET_KEY,
+   DB_POOLER=transaction, DB_POOL_TIMEOUT=3), and HAProxy in front of both.
+4. soak/clients.py runs 50 clients for 60 s through HAProxy, each with four users and a
+   ledger; meanwhile this process polls /readyz on both hosts and HAProxy's view of
+   them, and at t=12 s stops the database for about 5 s; at t=26 s restarts Redis; from
+   t=32 s restarts host A (SIGTERM, its drain, exit, start, back in HAProxy), then B.
 5. soak/report.py judges it all; the report is printed and written to
-   build/soak/report.md (the servers' logs, the ledgers and every request are beside it).
+   build/soak/report.md (the hosts' logs, the ledgers and every request are beside it).
 
 Exits 0 when nothing was violated, 1 on any violation, 2 when the soak could not run.
 Every process it started is stopped in the end, and so is the soak cluster (which stays
@@ -45,6 +48,14 @@ import httpx
 import psycopg2
 import redis
 
+from deploy.cluster import (
+    GRACEFUL_SECONDS,
+    AppHost,
+    ClusterError,
+    HAProxy,
+    PgBouncer,
+    app_environment,
+)
 from soak.clients import check_ledger
 from soak.report import Judge, ServerFacts, SoakFacts
 
@@ -65,15 +76,19 @@ CLIENTS = 50
 USERS_PER_CLIENT = 4
 PROBERS = 4  # clients that also log in again every second
 DURATION = float(os.environ.get("SOAK_SECONDS", "60"))
-# The events, as fractions of the run: t=20, 35 and 50 s of 60.
-DB_STOP_AT = DURATION * 20 / 60
+# The events, as fractions of the run: the database at t=3 s of 60, then the rolling
+# restart from t=13 s (a host takes 10-25 s from SIGTERM back to rotation on two busy
+# cores: 5 s of drain, its exit, two workers starting), with Redis restarted at t=20 s
+# while host A is away.
+DB_STOP_AT = DURATION * 3 / 60
 DB_DOWN_SECONDS = 5.0
-REDIS_RESTART_AT = DURATION * 35 / 60
+ROLLING_RESTART_AT = DURATION * 13 / 60
+REDIS_RESTART_AT = DURATION * 20 / 60
 REDIS_DOWN_SECONDS = 3.0
-SIGTERM_AT = DURATION * 50 / 60
-SIGTERM_WAIT = 5.0  # at most this long after SIGTERM_AT for requests in flight on it
 DB_POOL_TIMEOUT = "3"
-GRACEFUL_SHUTDOWN = 20
+GRACEFUL_SHUTDOWN = GRACEFUL_SECONDS
+WORKERS_PER_HOST = 2
+BACK_IN_ROTATION_TIMEOUT = 30.0
 # bcrypt cost of the seeded hashes and of the servers: the soak is about durability and
 # failures, not hashing; 200 logins at cost 12 would take half a minute of both cores.
 BCRYPT_ROUNDS = os.environ.get("SOAK_BCRYPT_ROUNDS", "4")
@@ -81,21 +96,6 @@ POLL_EVERY = 0.25
 READY_TIMEOUT = 30.0
 LOAD_START_TIMEOUT = 150.0
 LOAD_END_GRACE = 90.0
-# Settings of the app that must not leak in from the caller's environment.
-APP_VARIABLES = (
-    "DATABASE_URL",
-    "SECRET_KEY",
-    "ENVIRONMENT",
-    "REDIS_URL",
-    "ACCESS_TOKEN_EXPIRE_MINUTES",
-    "CORS_ORIGINS",
-    "LOGIN_MAX_FAILURES",
-    "LOGIN_WINDOW_SECONDS",
-    "BCRYPT_ROUNDS",
-    "WORKER_THREADS",
-    "DB_POOL_TIMEOUT",
-    "LOG_LEVEL",
-)
 PG_HBA = """\
 # Written by soak/run.py: a throwaway cluster for `make soak`, reachable from this
 # machine only, without passwords.
@@ -308,9 +308,9 @@ def recreate_database() -> None:
 
 
 def app_env(**settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
-    env.update(DATABASE_URL=DATABASE_URL, BCRYPT_ROUNDS=BCRYPT_ROUNDS, **settings)
-    return env
+    return app_environment(
+        {"DATABASE_URL": DATABASE_URL, "BCRYPT_ROUNDS": BCRYPT_ROUNDS, **settings}
+    )
 
 
 # --- Redis: the soak's own --------------------------------------------------------------
@@ -336,106 +336,95 @@ def start_redis(processes: Processes) -> "subprocess.Popen[bytes]":
             return proc
 
 
-# --- the servers --------------------------------------------------------------------------
-class Server:
-    def __init__(self, name: str, port: int, proc: "subprocess.Popen[bytes]", log_path: Path):
-        self.proc = proc
-        self.facts = ServerFacts(name=name, port=port, pid=proc.pid, log=log_path)
-        self.watcher: threading.Thread | None = None
+# --- the app hosts ------------------------------------------------------------------------
+class Host:
+    """An app host of the cluster (deploy.cluster.AppHost) and what is noted about it."""
+
+    def __init__(self, app: AppHost) -> None:
+        self.app = app
+        self.facts = ServerFacts(name=app.name, port=app.port, pid=0, log=app.log_path)
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.facts.port}"
+        return self.app.url
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+    def start(self) -> None:
+        self.app.start()
+        assert self.app.proc is not None
+        self.facts.pids.append(self.app.proc.pid)
+        self.facts.pid = self.facts.pid or self.app.proc.pid
 
-    def sigterm(self, sent_at: float | None = None) -> None:
-        """SIGTERM (unless the load sent it at `sent_at`); a thread notes when it exits,
-        and kills it past the grace period."""
-        if sent_at is None:
-            sent_at = time.time()
-            self.proc.send_signal(signal.SIGTERM)
-        self.facts.sigterm_at = sent_at
-
-        def watch() -> None:
-            try:
-                self.proc.wait(GRACEFUL_SHUTDOWN + 10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-            self.facts.exited_at = time.time()
-            self.facts.returncode = self.proc.returncode
-
-        self.watcher = threading.Thread(target=watch, name=f"watch-{self.facts.name}", daemon=True)
-        self.watcher.start()
+    def restart(self, proxy: HAProxy, events: dict[str, float]) -> None:
+        """SIGTERM, wait for its exit (after its drain), start it, wait until HAProxy has
+        it back in rotation."""
+        name = self.facts.name
+        self.sample_cpu()
+        self.facts.sigterm_at = events[f"restart_{name}_sigterm"] = time.time()
+        self.app.terminate()
+        self.facts.returncode = self.app.wait_exit(GRACEFUL_SHUTDOWN + 10)
+        self.facts.exited_at = events[f"restart_{name}_exited"] = time.time()
+        self.start()
+        self.app.wait_ready()
+        self.facts.ready_again_at = events[f"restart_{name}_ready"] = time.time()
+        proxy.wait_state(name.lower(), "UP", BACK_IN_ROTATION_TIMEOUT)
+        self.facts.up_again_at = events[f"restart_{name}_in_rotation"] = time.time()
 
     def sample_cpu(self) -> None:
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+        """CPU seconds of the host's processes (supervisor and workers) so far."""
+        proc = self.app.proc
+        if proc is None:
             return
-        self.facts.cpu_seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in [proc.pid, *_children(proc.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        self.facts.cpu_by_pid[proc.pid] = total
+        self.facts.cpu_seconds = sum(self.facts.cpu_by_pid.values())
 
     def final_stop(self) -> None:
         self.sample_cpu()
         self.facts.final_stop_at = time.time()
-        self.facts.returncode = Processes.stop(self.proc, GRACEFUL_SHUTDOWN + 10)
+        self.app.terminate()
+        self.facts.final_returncode = self.app.wait_exit(GRACEFUL_SHUTDOWN + 10)
         self.facts.final_exited_at = time.time()
 
 
-def start_server(processes: Processes, name: str, secret: str) -> Server:
-    port = free_port()
-    cmd = [str(BIN / "uvicorn"), "todoapp.main:app", "--host", HOST, "--port", str(port)]
-    cmd += ["--workers", "1", "--loop", "uvloop", "--http", "httptools"]
-    cmd += ["--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN)]
-    env = app_env(
-        ENVIRONMENT="production",
-        SECRET_KEY=secret,
-        REDIS_URL=f"redis://{HOST}:{REDIS_PORT}/0",
-        DB_POOL_TIMEOUT=DB_POOL_TIMEOUT,
-        LOG_LEVEL="INFO",
-    )
-    log_path = OUT / f"server-{name}.log"
-    log_path.unlink(missing_ok=True)
-    proc = processes.spawn(f"server {name}", cmd, log_path=log_path, env=env)
-    return Server(name, port, proc, log_path)
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
 
 
-def wait_ready(servers: list[Server]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    with httpx.Client(timeout=5.0, trust_env=False) as client:
-        for server in servers:
-            while True:
-                if not server.alive():
-                    tail = server.facts.log_text().strip().splitlines()[-5:]
-                    raise SoakError(f"server {server.facts.name} exited: {' | '.join(tail)}")
-                try:
-                    if client.get(f"{server.url}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SoakError(
-                        f"server {server.facts.name} not ready in {READY_TIMEOUT:.0f} s"
-                    )
-                time.sleep(0.2)
-
-
-def poll_ready(server: Server, polls: list[list[Any]], stop: threading.Event) -> None:
-    """GET /readyz every POLL_EVERY seconds until told to stop or the server is gone."""
+def poll_ready(host: Host, polls: list[list[Any]], stop: threading.Event) -> None:
+    """GET /readyz every POLL_EVERY seconds until told to stop (through restarts)."""
     with httpx.Client(timeout=20.0, trust_env=False) as client:
-        while not stop.is_set() and server.alive():
+        while not stop.is_set():
             started = time.time()
             status: int | None = None
             error: str | None = None
             try:
-                status = client.get(f"{server.url}/readyz").status_code
+                status = client.get(f"{host.url}/readyz").status_code
             except httpx.HTTPError as exc:
                 error = type(exc).__name__
-            polls.append([started, time.time(), server.facts.name, status, error])
-            server.sample_cpu()
+            polls.append([started, time.time(), host.facts.name, status, error])
+            host.sample_cpu()
             stop.wait(POLL_EVERY)
+
+
+def poll_balancer(proxy: HAProxy, polls: list[list[Any]], stop: threading.Event) -> None:
+    """HAProxy's view of the hosts every POLL_EVERY seconds: [time, {"A": "UP", ...}]."""
+    while not stop.is_set():
+        try:
+            states = {name.upper(): state for name, state in proxy.server_states().items()}
+        except Exception as exc:
+            states = {"error": type(exc).__name__}
+        polls.append([time.time(), states])
+        stop.wait(POLL_EVERY)
 
 
 # --- the database at the end --------------------------------------------------------------
@@ -478,20 +467,16 @@ def read_database() -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
 
 # --- the run ------------------------------------------------------------------------------
 class Load:
-    """The load process (soak/clients.py) and the lines it prints: START, SIGTERM."""
+    """The load process (soak/clients.py) and the lines it prints: START."""
 
-    def __init__(self, processes: Processes, servers: list[Server], stopping: Server) -> None:
+    def __init__(self, processes: Processes, port: int) -> None:
         config = {
-            "ports": [s.facts.port for s in servers],
+            "ports": [port],
             "clients": CLIENTS,
             "users_per_client": USERS_PER_CLIENT,
             "duration": DURATION,
             "probers": PROBERS,
             "seed": secrets.randbelow(10**6),
-            "sigterm_pid": stopping.proc.pid,
-            "sigterm_port": stopping.facts.port,
-            "sigterm_at": SIGTERM_AT,
-            "sigterm_wait": SIGTERM_WAIT,
         }
         config_path = OUT / "load-config.json"
         config_path.write_text(json.dumps(config))
@@ -522,7 +507,13 @@ class Load:
         return None
 
 
-def soak(processes: Processes, cluster: Cluster, events: dict[str, float]) -> SoakFacts:
+def soak(
+    processes: Processes,
+    cluster: Cluster,
+    events: dict[str, float],
+    stack: list[Callable[[], None]],
+) -> SoakFacts:
+    """The run; `stack` gets what stops each part of the cluster, in the order started."""
     cluster.ensure_started()
     redis_proc = start_redis(processes)
     log(f"recreating {DB_NAME}, migrating, seeding {USERS} users")
@@ -532,21 +523,61 @@ def soak(processes: Processes, cluster: Cluster, events: dict[str, float]) -> So
     seed_cmd += ["--todos", str(TODOS_PER_USER)]
     seeded = run_step(seed_cmd, timeout=120, env=app_env()).strip()
     log(seeded)
-    secret = secrets.token_urlsafe(48)  # 48 random bytes
-    servers = [start_server(processes, name, secret) for name in ("A", "B")]
-    wait_ready(servers)
-    log("servers ready: " + ", ".join(f"{s.facts.name} on {s.url}" for s in servers))
+
+    password = secrets.token_urlsafe(24)
+    bouncer = PgBouncer(
+        {DB_NAME: f"host={HOST} port={PG_PORT} dbname={DB_NAME}"}, {"postgres": password}
+    )
+    stack.append(bouncer.stop)
+    bouncer.start()
+    log(f"pgbouncer (transaction mode) on {HOST}:{bouncer.port}")
+    settings = {
+        "DATABASE_URL": f"postgresql://postgres:{password}@{HOST}:{bouncer.port}/{DB_NAME}",
+        "DB_POOLER": "transaction",
+        "BCRYPT_ROUNDS": BCRYPT_ROUNDS,
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48),  # 48 random bytes, one for both hosts
+        "REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0",
+        "DB_POOL_TIMEOUT": DB_POOL_TIMEOUT,
+        "METRICS_ENABLED": "true",
+        "LOG_LEVEL": "INFO",
+    }
+    hosts = []
+    for name in ("A", "B"):
+        log_path = OUT / f"server-{name}.log"
+        log_path.unlink(missing_ok=True)
+        host = Host(AppHost(name, settings, log_path, workers=WORKERS_PER_HOST))
+        stack.append(host.app.stop)
+        host.start()
+        hosts.append(host)
+    for host in hosts:
+        host.app.wait_ready()
+    proxy = HAProxy([h.app.port for h in hosts], OUT / "haproxy.log")
+    (OUT / "haproxy.log").unlink(missing_ok=True)
+    stack.append(proxy.stop)
+    proxy.start()
+    for host in hosts:
+        proxy.wait_state(host.facts.name.lower(), "UP", BACK_IN_ROTATION_TIMEOUT)
+    log(
+        f"haproxy on {proxy.url} in front of "
+        + ", ".join(f"{h.facts.name} on {h.url}" for h in hosts)
+    )
 
     polls: list[list[Any]] = []
+    balancer_polls: list[list[Any]] = []
     stop_polling = threading.Event()
     pollers = [
-        threading.Thread(target=poll_ready, args=(s, polls, stop_polling), daemon=True)
-        for s in servers
+        threading.Thread(target=poll_ready, args=(h, polls, stop_polling), daemon=True)
+        for h in hosts
     ]
+    pollers.append(
+        threading.Thread(
+            target=poll_balancer, args=(proxy, balancer_polls, stop_polling), daemon=True
+        )
+    )
     for poller in pollers:
         poller.start()
-    stopping, remaining = servers[1], servers[0]
-    load = Load(processes, servers, stopping)
+    load = Load(processes, proxy.port)
     t0_or_none = load.wait_for(b"START", LOAD_START_TIMEOUT)
     if t0_or_none is None:
         raise SoakError(f"the clients did not log in within {LOAD_START_TIMEOUT:.0f} s")
@@ -565,79 +596,94 @@ def soak(processes: Processes, cluster: Cluster, events: dict[str, float]) -> So
     cluster.ctl("start")
     events["db_start_done"] = time.time()
 
-    sleep_until(t0 + REDIS_RESTART_AT)
-    log("restarting Redis")
-    events["redis_stop_begin"] = time.time()
-    Processes.stop(redis_proc, 10)
-    events["redis_stopped"] = time.time()
-    time.sleep(REDIS_DOWN_SECONDS)
-    events["redis_start_begin"] = time.time()
-    redis_proc = start_redis(processes)
-    events["redis_up"] = time.time()
+    redis_failure: list[str] = []
 
-    # The load sends this SIGTERM, once requests are in flight on that server; this
-    # process only steps in if it did not.
-    sleep_until(t0 + SIGTERM_AT)
-    sent_at = load.wait_for(b"SIGTERM", SIGTERM_WAIT + 2)
-    log(
-        f"SIGTERM to server {stopping.facts.name} (pid {stopping.facts.pid})"
-        + (" by the load" if sent_at else " by the orchestrator: the load did not send it")
-    )
-    stopping.sigterm(sent_at)
-    events[f"sigterm_{stopping.facts.name}"] = stopping.facts.sigterm_at or time.time()
+    def restart_redis() -> None:  # beside the rolling restart, which takes its time
+        sleep_until(t0 + REDIS_RESTART_AT)
+        log("restarting Redis")
+        events["redis_stop_begin"] = time.time()
+        Processes.stop(redis_proc, 10)
+        events["redis_stopped"] = time.time()
+        time.sleep(REDIS_DOWN_SECONDS)
+        events["redis_start_begin"] = time.time()
+        try:
+            start_redis(processes)
+        except SoakError as exc:
+            redis_failure.append(str(exc))
+        events["redis_up"] = time.time()
 
+    redis_restart = threading.Thread(target=restart_redis, name="redis-restart", daemon=True)
+    redis_restart.start()
+
+    sleep_until(t0 + ROLLING_RESTART_AT)
+    for host in hosts:
+        log(f"rolling restart: host {host.facts.name} (SIGTERM, drain, exit, start)")
+        try:
+            host.restart(proxy, events)
+        except ClusterError as exc:
+            raise SoakError(f"rolling restart of {host.facts.name}: {exc}") from None
+        log(
+            f"host {host.facts.name} back in rotation after "
+            f"{(host.facts.up_again_at or 0) - (host.facts.sigterm_at or 0):.1f} s "
+            f"(exit code {host.facts.returncode})"
+        )
+
+    redis_restart.join(30)
+    if redis_failure:
+        raise SoakError(redis_failure[0])
     try:
         load.proc.wait(max(1.0, t0 + DURATION + LOAD_END_GRACE - time.time()))
     except subprocess.TimeoutExpired:
         raise SoakError("the load did not stop by itself") from None
     events["load_end"] = time.time()
     busy = machine_busy_seconds() - busy_before
-    if stopping.watcher is not None:
-        stopping.watcher.join(GRACEFUL_SHUTDOWN + 20)
-    if stopping.facts.exited_at is not None:
-        events[f"exit_{stopping.facts.name}"] = stopping.facts.exited_at
     stop_polling.set()
     for poller in pollers:
         poller.join(25)
-    log(f"load done; stopping server {remaining.facts.name}")
-    remaining.final_stop()
+    log("load done; stopping the hosts")
+    for host in hosts:
+        host.final_stop()
 
     if load.proc.returncode != 0:
         raise SoakError(f"the load exited with {load.proc.returncode} (see {OUT / 'load.log'})")
     result = json.loads(load.result_path.read_text())
+    events["load_end"] = result["ended"]
     log("comparing the ledgers with the database")
     rows, database = read_database()
     ledger = check_ledger(result["entries"], rows)
     (OUT / "readyz.json").write_text(json.dumps(polls))
+    (OUT / "haproxy-states.json").write_text(json.dumps(balancer_polls))
     (OUT / "events.json").write_text(json.dumps(events))
     return SoakFacts(
         t0=result["t0"],
         duration=DURATION,
         events=events,
-        servers=[s.facts for s in servers],
+        servers=[h.facts for h in hosts],
         polls=polls,
         load=result,
         ledger=ledger,
         database=database,
+        balancer_polls=balancer_polls,
         settings={
             "database": f"PostgreSQL {cluster.version} cluster '{CLUSTER}' on {HOST}:{PG_PORT}, "
-            f"database {DB_NAME} ({seeded})",
+            f"database {DB_NAME} ({seeded}), behind PgBouncer (deploy/pgbouncer.ini, "
+            f"transaction mode) on {HOST}:{bouncer.port}",
             "redis": f"private redis-server on {HOST}:{REDIS_PORT}, no persistence",
-            "servers": ", ".join(
-                f"{s.facts.name} on port {s.facts.port} (pid {s.facts.pid})" for s in servers
-            )
-            + f"; each uvicorn --workers 1 --loop uvloop --http httptools "
-            f"--timeout-graceful-shutdown {GRACEFUL_SHUTDOWN}, ENVIRONMENT=production, one "
-            f"random 48-byte SECRET_KEY, DB_POOL_TIMEOUT={DB_POOL_TIMEOUT}, "
-            f"BCRYPT_ROUNDS={BCRYPT_ROUNDS}",
-            "load": f"{CLIENTS} clients x {USERS_PER_CLIENT} users for {DURATION:.0f} s, "
-            f"round-robin over both servers; {PROBERS} clients also log in every second",
+            "balancer": f"HAProxy (deploy/haproxy.cfg) on {proxy.url}, health check GET "
+            "/readyz every second",
+            "hosts": ", ".join(f"{h.facts.name} on port {h.facts.port}" for h in hosts)
+            + f"; each uvicorn --workers {WORKERS_PER_HOST} --loop uvloop --http httptools "
+            f"--timeout-graceful-shutdown {GRACEFUL_SHUTDOWN} --proxy-headers, "
+            f"ENVIRONMENT=production, one random 48-byte SECRET_KEY, DB_POOLER=transaction, "
+            f"DB_POOL_TIMEOUT={DB_POOL_TIMEOUT}, BCRYPT_ROUNDS={BCRYPT_ROUNDS}, DRAIN_SECONDS 5",
+            "load": f"{CLIENTS} clients x {USERS_PER_CLIENT} users for {DURATION:.0f} s, all "
+            f"through HAProxy; {PROBERS} clients also log in every second",
             "cpu": f"machine busy {busy / (events['load_end'] - t0):.2f} of {os.cpu_count()} "
             f"cores during the load; CPU seconds: load {result['cpu_seconds']:.1f}, "
-            + ", ".join(f"server {s.facts.name} {s.facts.cpu_seconds:.1f}" for s in servers),
-            "files": f"{OUT.relative_to(ROOT)}/: report.md, server-*.log, load.json (every "
-            "request and ledger), readyz.json, events.json, redis.log; PostgreSQL's log: "
-            f"{cluster.log_file}",
+            + ", ".join(f"host {h.facts.name} {h.facts.cpu_seconds:.1f}" for h in hosts),
+            "files": f"{OUT.relative_to(ROOT)}/: report.md, server-*.log, haproxy.log, "
+            "load.json (every request and ledger), readyz.json, haproxy-states.json, "
+            f"events.json, redis.log; PostgreSQL's log: {cluster.log_file}",
         },
     )
 
@@ -654,11 +700,13 @@ def main() -> int:
     report_path.unlink(missing_ok=True)
     processes = Processes()
     events: dict[str, float] = {}
-    teardown: list[Callable[[], None]] = [processes.stop_all]
+    stack: list[Callable[[], None]] = []  # the cluster's parts, stopped last first
+    teardown: list[Callable[[], None]] = [lambda: [step() for step in reversed(stack)]]
+    teardown.append(processes.stop_all)
     try:
         cluster = Cluster()
         teardown.append(cluster.stop_if_running)
-        facts = soak(processes, cluster, events)
+        facts = soak(processes, cluster, events, stack)
         judge = Judge(facts)
         report = judge.verdict()
         code = 1 if judge.violations else 0
@@ -673,7 +721,7 @@ def main() -> int:
         for step in teardown:
             try:
                 step()
-            except (SoakError, OSError, subprocess.SubprocessError) as exc:
+            except (SoakError, ClusterError, OSError, subprocess.SubprocessError) as exc:
                 log(f"teardown: {exc}")
     report_path.write_text(report)
     print()
