@@ -77,9 +77,9 @@ USERS_PER_CLIENT = 4
 PROBERS = 4  # clients that also log in again every second
 DURATION = float(os.environ.get("SOAK_SECONDS", "60"))
 # The events, as fractions of the run: the database at t=3 s of 60, then the rolling
-# restart from t=13 s (a host takes 10-25 s from SIGTERM back to rotation on two busy
-# cores: 5 s of drain, its exit, two workers starting), with Redis restarted at t=20 s
-# while host A is away.
+# restart from t=13 s, once both hosts are back from the outage (a host takes 10-25 s
+# from SIGTERM back to rotation on two busy cores: 5 s of drain, its exit, two workers
+# starting), with Redis restarted at t=20 s while host A is away.
 DB_STOP_AT = DURATION * 3 / 60
 DB_DOWN_SECONDS = 5.0
 ROLLING_RESTART_AT = DURATION * 13 / 60
@@ -616,6 +616,14 @@ def soak(
     redis_restart.start()
 
     sleep_until(t0 + ROLLING_RESTART_AT)
+    # Not before both hosts are back from the database outage: a host that drains before
+    # it has answered /readyz 200 again would blur the outage's end.
+    for host in hosts:
+        try:
+            host.app.wait_ready(BACK_IN_ROTATION_TIMEOUT)
+            proxy.wait_state(host.facts.name.lower(), "UP", BACK_IN_ROTATION_TIMEOUT)
+        except ClusterError as exc:
+            raise SoakError(f"after the database restart: {exc}") from None
     for host in hosts:
         log(f"rolling restart: host {host.facts.name} (SIGTERM, drain, exit, start)")
         try:
