@@ -7,12 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import migrate
 from tests.live import LiveServer
 
-pytestmark = pytest.mark.xdist_group("live-servers")
 DRAIN = 3.0
 
 

@@ -15,8 +15,6 @@ from prometheus_client.mmap_dict import MmapedDict
 from tests.conftest import AppFactory, migrate, register
 from tests.live import LiveServer
 
-pytestmark = pytest.mark.xdist_group("live-servers")
-
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:

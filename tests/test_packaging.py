@@ -9,12 +9,10 @@ import zipfile
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import ROOT, migrate
 from tests.live import LiveServer, app_environment
 
-pytestmark = pytest.mark.xdist_group("live-servers")
 BUNDLE = "static/docs/swagger-ui/swagger-ui-bundle.js"
 
 

@@ -20,7 +20,6 @@ from deploy.cluster import PgBouncer
 from tests.conftest import PASSWORD, create_pg_database, drop_pg_database, migrate
 from tests.live import LiveServer
 
-pytestmark = pytest.mark.xdist_group("live-servers")
 BOUNCER_PASSWORD = "bouncer-secret"
 # Two server connections for everyone, handed out in turn: a statement prepared on one
 # is unknown on the other, as in any busy transaction-mode pool.
