@@ -35,7 +35,6 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -517,8 +516,6 @@ def main() -> int:
             log(f"stopping {type(thing).__name__}")
             thing.stop()  # type: ignore[attr-defined]
 
-
-LogFile = IO[bytes]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -112,7 +112,7 @@ MAIL_FAILED = Counter(
 MAIL_OLDEST_QUEUED_AGE = Gauge(
     "todoapp_mail_oldest_queued_age_seconds",
     "Age of the oldest mail still waiting in the outbox (0 when it is empty).",
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",  # whichever process looked last knows best
 )
 
 THREADS_IN_USE = DB_IN_USE.labels("threads")
