@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.mmap_dict import MmapedDict
 
-from tests.conftest import AppFactory, migrate, register
+from tests.conftest import PASSWORD, AppFactory, migrate, register
 from tests.live import LiveServer
 
 
@@ -158,6 +158,22 @@ def test_throttled_logins_are_counted(app_factory: AppFactory) -> None:
         statuses = [client.post("/auth/token", data=wrong).status_code for _ in range(4)]
     assert statuses == [401, 401, 429, 429]
     assert throttled() - before == 2
+
+
+def test_refresh_token_reuse_is_counted(client: TestClient) -> None:
+    def reused() -> float:
+        return REGISTRY.get_sample_value("todoapp_refresh_token_reuse_total") or 0.0
+
+    register(client, "reuse_rita")
+    login = client.post("/auth/token", data={"username": "reuse_rita", "password": PASSWORD})
+    used_up = {"refresh_token": login.json()["refresh_token"]}
+    before = reused()
+    assert client.post("/auth/refresh", json=used_up).status_code == 200
+    assert reused() == before  # a rotation is no reuse
+    assert client.post("/auth/refresh", json=used_up).status_code == 401
+    assert reused() - before == 1
+    metrics_text = generate_latest(REGISTRY).decode()
+    assert used_up["refresh_token"] not in metrics_text
 
 
 def test_json_logs_are_one_object_per_line_with_the_request_fields(

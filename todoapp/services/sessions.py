@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from sqlalchemy import ColumnElement, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from todoapp import security
+from todoapp import metrics, security
 from todoapp.config import get_settings
 from todoapp.errors import NotAuthenticated, NotFound
 from todoapp.models import User, UserSession, utcnow
@@ -146,6 +146,7 @@ def _refuse(db: Session, token: security.PresentedRefreshToken) -> NoReturn:
         raise NotAuthenticated(INVALID_REFRESH_TOKEN)
     if _end(db, [UserSession.id == token.session_id], REUSE):
         db.commit()
+        metrics.REFRESH_TOKEN_REUSE.inc()
         logger.warning(
             "used-up refresh token presented: session %d of user %d ended "
             "(generation %d); the token may have been stolen",
