@@ -14,6 +14,7 @@ CREATE TABLE users (
     role          varchar(45)  NOT NULL DEFAULT 'user',
     token_version integer      NOT NULL DEFAULT 0,
     version       integer      NOT NULL DEFAULT 1,
+    is_verified   boolean      NOT NULL DEFAULT false,
     CONSTRAINT users_pkey PRIMARY KEY (id),
     CONSTRAINT ck_users_role CHECK (role IN ('user', 'admin'))
 );
@@ -58,3 +59,44 @@ CREATE TABLE sessions (
 CREATE INDEX ix_sessions_user_id ON sessions (user_id);
 CREATE INDEX ix_sessions_last_used_at ON sessions (last_used_at);
 CREATE INDEX ix_sessions_ended_at ON sessions (ended_at);
+-- Single-use reset and verification tokens: only their SHA-256 digests.
+CREATE TABLE mail_tokens (
+    id         SERIAL,
+    user_id    integer     NOT NULL,
+    purpose    varchar(20) NOT NULL,
+    token_hash varchar(64) NOT NULL,
+    bound_to   varchar(64) NOT NULL,
+    created_at timestamptz NOT NULL,
+    used_at    timestamptz,
+    CONSTRAINT mail_tokens_pkey PRIMARY KEY (id),
+    CONSTRAINT fk_mail_tokens_user_id_users FOREIGN KEY (user_id)
+        REFERENCES users (id) ON DELETE CASCADE,
+    CONSTRAINT uq_mail_tokens_token_hash UNIQUE (token_hash),
+    CONSTRAINT ck_mail_tokens_purpose CHECK (purpose IN ('password_reset', 'verify_email'))
+);
+
+CREATE INDEX ix_mail_tokens_user_id_purpose ON mail_tokens (user_id, purpose);
+CREATE INDEX ix_mail_tokens_created_at ON mail_tokens (created_at);
+
+-- Mail waiting for the delivery worker (no message, no token: both are made on delivery).
+CREATE TABLE mail_outbox (
+    id              SERIAL,
+    kind            varchar(20)  NOT NULL,
+    recipient       varchar(200) NOT NULL,
+    user_id         integer,
+    status          varchar(10)  NOT NULL DEFAULT 'queued',
+    attempts        integer      NOT NULL DEFAULT 0,
+    created_at      timestamptz  NOT NULL,
+    next_attempt_at timestamptz  NOT NULL,
+    finished_at     timestamptz,
+    last_error      varchar(200),
+    CONSTRAINT mail_outbox_pkey PRIMARY KEY (id),
+    CONSTRAINT fk_mail_outbox_user_id_users FOREIGN KEY (user_id)
+        REFERENCES users (id) ON DELETE CASCADE,
+    CONSTRAINT ck_mail_outbox_kind CHECK (kind IN ('password_reset', 'verify_email')),
+    CONSTRAINT ck_mail_outbox_status CHECK (status IN ('queued', 'sent', 'dropped', 'failed'))
+);
+
+CREATE INDEX ix_mail_outbox_due ON mail_outbox (next_attempt_at) WHERE status = 'queued';
+CREATE INDEX ix_mail_outbox_finished_at ON mail_outbox (finished_at);
+CREATE INDEX ix_mail_outbox_user_id ON mail_outbox (user_id);

@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from tests.smtp import SmtpServer
 from todoapp.config import Settings, get_settings
 from todoapp.database import Database, database_url, make_engine
 from todoapp.deps import SessionSource, get_session_source
@@ -336,3 +337,15 @@ def count_statements(connection: Connection) -> Iterator[StatementCounter]:
     event.listen(connection, "before_cursor_execute", counter)
     yield counter
     event.remove(connection, "before_cursor_execute", counter)
+
+
+# --- a real SMTP server ------------------------------------------------------------
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """aiosmtpd listening on a free port of 127.0.0.1, for this test alone."""
+    server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -33,6 +33,7 @@ def test_register_returns_201_the_public_user_and_location(client: TestClient) -
         "lastname": None,
         "role": "user",
         "is_active": True,
+        "is_verified": False,
     }
 
 

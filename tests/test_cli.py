@@ -53,9 +53,11 @@ def test_create_admin_reads_the_password_from_stdin_and_can_log_in(migrated_url:
     assert result.returncode == 0, result.stderr
     assert "created admin: Boss" in result.stdout
     assert "a-long-password" not in result.stdout + result.stderr
-    assert rows(migrated_url, "SELECT username, email, role, is_active FROM users") == [
-        ("Boss", "boss@example.com", "admin", True)
-    ]
+    assert rows(
+        migrated_url, "SELECT username, email, role, is_active, is_verified FROM users"
+    ) == [("Boss", "boss@example.com", "admin", True, True)]
+    # A verified account: no verification mail is queued for it.
+    assert rows(migrated_url, "SELECT count(*) FROM mail_outbox") == [(0,)]
     from fastapi.testclient import TestClient
 
     from todoapp.config import get_settings
@@ -89,16 +91,19 @@ def test_create_admin_promotes_an_existing_user_keeping_email_and_password(
     (hash_before,) = rows(migrated_url, "SELECT hash_password FROM users")[0]
     demote = create_engine(database_url(migrated_url))
     with demote.begin() as connection:
-        connection.execute(text("UPDATE users SET role = 'user', is_active = false"))
+        connection.execute(
+            text("UPDATE users SET role = 'user', is_active = false, is_verified = false")
+        )
     demote.dispose()
     result = run_cli(
         migrated_url, "create-admin", "--username", "ADA", "--email", "new@example.com"
     )
     assert result.returncode == 0, result.stderr
     assert "promoted to admin: ada" in result.stdout
-    assert rows(migrated_url, "SELECT email, role, is_active, hash_password FROM users") == [
-        ("ada@example.com", "admin", True, hash_before)
-    ]
+    # Promotion leaves is_verified as it was.
+    assert rows(
+        migrated_url, "SELECT email, role, is_active, hash_password, is_verified FROM users"
+    ) == [("ada@example.com", "admin", True, hash_before, False)]
 
 
 @pytest.mark.parametrize(
@@ -168,5 +173,6 @@ def test_seed_creates_demo_users_with_todos_and_is_idempotent(migrated_url: str)
     assert rows(migrated_url, "SELECT username, email FROM users WHERE id = 7") == [
         ("demo7", "demo7@example.com")
     ]
+    assert rows(migrated_url, "SELECT count(*) FROM users WHERE NOT is_verified") == [(0,)]
     hashes = rows(migrated_url, "SELECT count(DISTINCT hash_password) FROM users")
     assert hashes in ([(1,)], [(2,)])  # one shared hash per run

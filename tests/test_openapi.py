@@ -13,18 +13,22 @@ EXPECTED = {
     ("POST", "/auth/token"): {200, 401, 403, 413, 422, 429},
     ("POST", "/auth/refresh"): {200, 401, 413, 422},
     ("POST", "/auth/logout"): {204, 401},
+    ("POST", "/auth/forgot-password"): {202, 413, 422},
+    ("POST", "/auth/reset-password"): {204, 400, 413, 422},
+    ("POST", "/auth/request-verify"): {202, 401, 409},
+    ("POST", "/auth/verify"): {200, 400, 413, 422},
     ("GET", "/users/me"): {200, 304, 401},
     ("PATCH", "/users/me"): {200, 401, 409, 412, 413, 422},
     ("PUT", "/users/me/password"): {204, 400, 401, 413, 422},
     ("DELETE", "/users/me"): {204, 401, 409},
     ("GET", "/users/me/sessions"): {200, 401},
     ("DELETE", "/users/me/sessions/{session_id}"): {204, 401, 404, 422},
-    ("GET", "/todos"): {200, 401, 422},
-    ("POST", "/todos"): {201, 401, 413, 422},
-    ("GET", "/todos/{todo_id}"): {200, 304, 401, 404, 422},
-    ("PUT", "/todos/{todo_id}"): {200, 401, 404, 412, 413, 422},
-    ("PATCH", "/todos/{todo_id}"): {200, 401, 404, 412, 413, 422},
-    ("DELETE", "/todos/{todo_id}"): {204, 401, 404, 412, 422},
+    ("GET", "/todos"): {200, 401, 403, 422},
+    ("POST", "/todos"): {201, 401, 403, 413, 422},
+    ("GET", "/todos/{todo_id}"): {200, 304, 401, 403, 404, 422},
+    ("PUT", "/todos/{todo_id}"): {200, 401, 403, 404, 412, 413, 422},
+    ("PATCH", "/todos/{todo_id}"): {200, 401, 403, 404, 412, 413, 422},
+    ("DELETE", "/todos/{todo_id}"): {204, 401, 403, 404, 412, 422},
     ("GET", "/admin/todos"): {200, 401, 403, 422},
     ("DELETE", "/admin/todos/{todo_id}"): {204, 401, 403, 404, 422},
     ("GET", "/admin/users"): {200, 401, 403, 422},
@@ -38,6 +42,9 @@ PUBLIC = {
     ("POST", "/auth/register"),
     ("POST", "/auth/token"),
     ("POST", "/auth/refresh"),
+    ("POST", "/auth/forgot-password"),
+    ("POST", "/auth/reset-password"),
+    ("POST", "/auth/verify"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
 }
@@ -139,7 +146,7 @@ def test_every_request_body_has_an_example(document: dict[str, Any]) -> None:
         (media,) = operation["requestBody"]["content"].values()
         ref = media["schema"].get("$ref", "").rsplit("/", 1)[-1]
         assert media.get("example") or schemas.get(ref, {}).get("examples"), key
-    assert bodies == 9
+    assert bodies == 12
 
 
 def test_responses_never_document_a_password_or_hash(document: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ def test_read_me_is_the_public_view(client: TestClient, alice: Account) -> None:
         "lastname": None,
         "role": "user",
         "is_active": True,
+        "is_verified": False,
     }
     assert "hash" not in response.text
     assert PASSWORD not in response.text

@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Only ever accepted when ENVIRONMENT=development; see Settings.check_secret_key.
@@ -46,6 +46,29 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(default=5.0, ge=0, le=600)
     db_pooler: Literal["none", "transaction"] = "none"
 
+    # --- mail: recovery, verification and their delivery (README, Mail) ---------
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_timeout: float = Field(default=10.0, gt=0)
+    mail_from: str = "todoapp <no-reply@localhost>"
+    password_reset_url: str = "http://127.0.0.1:8000/#/reset-password?token={token}"
+    email_verify_url: str = "http://127.0.0.1:8000/#/verify-email?token={token}"
+    password_reset_expire_minutes: float = Field(default=60, gt=0)
+    email_verify_expire_hours: float = Field(default=24, gt=0)
+    require_verified_email: bool = False
+    # The delivery worker: how often it looks for due mail, the first pause after a
+    # failed attempt (doubled each time, up to the maximum), when it gives up, how
+    # long a claimed mail is its own, and how long finished rows are kept.
+    mail_poll_seconds: float = Field(default=2.0, gt=0)
+    mail_retry_base_seconds: float = Field(default=30.0, gt=0)
+    mail_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    mail_give_up_hours: float = Field(default=48.0, gt=0)
+    mail_claim_seconds: float = Field(default=120.0, gt=0)
+    mail_keep_hours: float = Field(default=7 * 24.0, gt=0)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -53,10 +76,19 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("redis_url", "metrics_token", mode="before")
+    @field_validator(
+        "redis_url", "metrics_token", "smtp_host", "smtp_username", "smtp_password", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("password_reset_url", "email_verify_url")
+    @classmethod
+    def _has_token_slot(cls, value: str) -> str:
+        if "{token}" not in value:
+            raise ValueError("must contain {token}, where the token goes")
+        return value
 
     @field_validator("secret_key", mode="before")
     @classmethod

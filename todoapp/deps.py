@@ -134,6 +134,16 @@ async def require_admin(user: CurrentUser) -> User:
 
 AdminUser = Annotated[User, Depends(require_admin)]
 
+
+async def require_verified_email(user: CurrentUser, request: Request) -> User:
+    """The caller, for /todos: with REQUIRE_VERIFIED_EMAIL, only once verified (else 403)."""
+    if request.app.state.settings.require_verified_email and not user.is_verified:
+        raise PermissionDenied(users.EMAIL_NOT_VERIFIED)
+    return user
+
+
+TodoUser = Annotated[User, Depends(require_verified_email)]
+
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip.")]

@@ -119,6 +119,8 @@ class TodoListFastLane:
     async def _page(self, scope: Scope) -> bytes | None:
         if get_session_source in self.fastapi_app.dependency_overrides:
             return None
+        if self.fastapi_app.state.settings.require_verified_email:
+            return None  # the route checks verification (403) as well
         paging = _paging(scope["query_string"])
         token = _bearer(scope["headers"])
         claims = security.read_access_token(token) if paging and token else None

@@ -37,6 +37,7 @@ from todoapp.errors import (
 from todoapp.fastlane import TodoListFastLane, on_loop_reads
 from todoapp.frontend import install_frontend
 from todoapp.logs import configure_logging
+from todoapp.mailer import LogTransport, MailWorker, make_transport
 from todoapp.metrics import MetricsMiddleware
 from todoapp.middleware import RequestContextMiddleware
 from todoapp.routers import admin, auth, operations, todos, users
@@ -157,11 +158,22 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                 "metrics: PROMETHEUS_MULTIPROC_DIR is not set, so /metrics shows this "
                 "worker's counts only (fine with one worker)"
             )
+        transport = make_transport(settings)
+        if transport is None:
+            logger.warning(
+                "SMTP_HOST is not set: mail (password resets, address verification) is "
+                "queued but not sent; set SMTP_HOST to deliver it"
+            )
+        elif isinstance(transport, LogTransport):
+            logger.warning("SMTP_HOST is not set: mail is written to this log (development)")
+        mail_worker = MailWorker(database, settings, transport)
+        mail_worker.start()
         drain.install()
         try:
             yield
         finally:
             drain.uninstall()
+            await mail_worker.stop()
             if app.state.on_loop_reads is not None:
                 app.state.on_loop_reads.reader.close()
             database.engine.dispose()

@@ -95,6 +95,8 @@ class User(Base):
     token_version: Mapped[int] = mapped_column(Integer, server_default="0")
     # The ETag's validator: every write to the row bumps it (see _bump_version).
     version: Mapped[int] = mapped_column(Integer, server_default="1")
+    # True once the owner proved the address theirs (POST /auth/verify).
+    is_verified: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     todos: Mapped[list["Todo"]] = relationship(back_populates="owner", passive_deletes=True)
 
@@ -165,3 +167,62 @@ class UserSession(Base):
     generation: Mapped[int] = mapped_column(Integer, server_default="0")
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     end_reason: Mapped[str | None] = mapped_column(String(20))
+
+
+class MailToken(Base):
+    """A single-use token sent by mail; only its SHA-256 is stored.
+
+    `bound_to` is a fingerprint of what the token was made for: the password hash it
+    replaces (a reset) or the address it proves (a verification). When that changes,
+    the token stops working.
+    """
+
+    __tablename__ = "mail_tokens"
+    __table_args__ = (
+        CheckConstraint("purpose IN ('password_reset', 'verify_email')", name="purpose"),
+        Index("ix_mail_tokens_user_id_purpose", "user_id", "purpose"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    bound_to: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class OutboxMail(Base):
+    """A mail to deliver, written in the same transaction as what caused it.
+
+    It holds no message and no token: the delivery worker makes the token and writes
+    the message when it sends, so no secret ever rests in this table.
+    """
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (
+        CheckConstraint("kind IN ('password_reset', 'verify_email')", name="kind"),
+        CheckConstraint("status IN ('queued', 'sent', 'dropped', 'failed')", name="status"),
+        Index(
+            "ix_mail_outbox_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(200))
+    # Set for verification mail; a reset request is matched to an account on delivery.
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(10), server_default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    last_error: Mapped[str | None] = mapped_column(String(200))

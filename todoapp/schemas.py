@@ -165,6 +165,7 @@ class UserOut(BaseModel):
     lastname: str | None
     role: Role
     is_active: bool
+    is_verified: bool
 
 
 # --- auth --------------------------------------------------------------------
@@ -199,6 +200,44 @@ class SessionOut(BaseModel):
     last_used_at: AwareDatetime = Field(description="When it was started or last refreshed.")
     user_agent: str | None
     current: bool = Field(description="True for the session of the token used.")
+
+
+# A token from a reset or verification mail; anything longer is no token of ours.
+MailTokenText = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class ForgotPassword(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"email": "ada@example.com"}]}
+    )
+
+    email: Email
+
+
+class PasswordReset(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"token": "the token from the mail", "new_password": "a new password"}]
+        },
+    )
+
+    token: MailTokenText
+    new_password: Password
+
+
+class EmailVerification(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"token": "the token from the mail"}]}
+    )
+
+    token: MailTokenText
+
+
+class Accepted(BaseModel):
+    """202: the request is taken; what follows happens by mail."""
+
+    detail: str
 
 
 # --- todos -------------------------------------------------------------------

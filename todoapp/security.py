@@ -60,6 +60,17 @@ def verify_password(password: str, password_hash: str | None) -> tuple[bool, str
         return False, None
 
 
+def new_mail_token() -> str:
+    """A single-use token for a link in a mail: 32 random bytes, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def digest(value: str) -> str:
+    """SHA-256 in hex: how a mail token is stored, and a fingerprint of what it is
+    bound to. The tokens are random, so a fast hash is enough (nothing to guess)."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
     user_id: int

@@ -1,5 +1,7 @@
-"""/auth: register, log in for a session's tokens, refresh them, log out."""
+"""/auth: register, log in for a session's tokens, refresh them, log out; password
+recovery and email verification."""
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import (
@@ -25,8 +27,17 @@ from todoapp.routers.refresh_cookie import (
     token_answer,
 )
 from todoapp.routers.responses import AUTHED, BODY, DB, errors
-from todoapp.schemas import RefreshRequest, Token, UserCreate, UserOut
-from todoapp.services import sessions, users
+from todoapp.schemas import (
+    Accepted,
+    EmailVerification,
+    ForgotPassword,
+    PasswordReset,
+    RefreshRequest,
+    Token,
+    UserCreate,
+    UserOut,
+)
+from todoapp.services import mail, sessions, users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -44,6 +55,7 @@ def _client_address(request: Request) -> str:
     responses=errors(409, *BODY, *DB),
 )
 def register(body: UserCreate, db: SessionDep, response: Response) -> UserOut:
+    # The verification mail is queued in the same transaction; sent after the answer.
     user = users.register(db, **body.model_dump())
     response.headers["Location"] = "/users/me"
     return UserOut.model_validate(user)
@@ -156,3 +168,65 @@ def refresh(
 def logout(user: CurrentUser, db: SessionDep, request: Request, response: Response) -> None:
     users.logout(db, user)
     clear_refresh_cookie(request, response)
+
+
+RESET_ON_ITS_WAY = "if that address belongs to an account, a reset link is on its way"
+VERIFICATION_ON_ITS_WAY = "a verification link is on its way"
+
+
+@router.post(
+    "/forgot-password",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Ask for a password reset link by mail",
+    operation_id="auth-forgot-password",
+    response_description="The same answer, in the same time, for every address",
+    responses=errors(*BODY, *DB),
+)
+def forgot_password(body: ForgotPassword, db: SessionDep) -> Accepted:
+    mail.request_password_reset(db, body.email)
+    return Accepted(detail=RESET_ON_ITS_WAY)
+
+
+@router.post(
+    "/reset-password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Set a new password with the token from a reset mail",
+    operation_id="auth-reset-password",
+    response_description="Password set; every session and token of the account ended",
+    responses=errors(400, *BODY, *DB),
+)
+def reset_password(body: PasswordReset, request: Request, db: SessionDep) -> None:
+    settings = request.app.state.settings
+    user = users.reset_password(
+        db,
+        token=body.token,
+        new=body.new_password,
+        valid_for=timedelta(minutes=settings.password_reset_expire_minutes),
+    )
+    address = _client_address(request)
+    for login_name in {user.username.lower(), user.email.lower()}:
+        request.app.state.login_failures.clear(f"{login_name}|{address}")
+
+
+@router.post(
+    "/request-verify",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Ask for a verification link for one's address",
+    operation_id="auth-request-verify",
+    responses=errors(*AUTHED, 409),
+)
+def request_verify(user: CurrentUser, db: SessionDep) -> Accepted:
+    users.request_verification(db, user)
+    return Accepted(detail=VERIFICATION_ON_ITS_WAY)
+
+
+@router.post(
+    "/verify",
+    summary="Verify one's address with the token from a verification mail",
+    operation_id="auth-verify",
+    responses=errors(400, *BODY, *DB),
+)
+def verify(body: EmailVerification, request: Request, db: SessionDep) -> UserOut:
+    hours = request.app.state.settings.email_verify_expire_hours
+    user = users.verify_email(db, token=body.token, valid_for=timedelta(hours=hours))
+    return UserOut.model_validate(user)

@@ -4,13 +4,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, Row
 
 from todoapp.deps import (
-    CurrentUser,
     IdPath,
     IfMatch,
     IfNoneMatch,
@@ -20,6 +19,7 @@ from todoapp.deps import (
     SessionSource,
     SessionSourceDep,
     TodoQueryDep,
+    TodoUser,
     TokenClaimsDep,
     etag,
     expected_versions,
@@ -44,12 +44,19 @@ _TODO_PAGE = TypeAdapter(Page[TodoOut])
 
 
 def todo_page_json(
-    sessions: SessionSource, claims: TokenClaims, query: TodoQuery, limit: int, offset: int
+    sessions: SessionSource,
+    claims: TokenClaims,
+    query: TodoQuery,
+    limit: int,
+    offset: int,
+    *,
+    verified_only: bool = False,
 ) -> bytes:
     """The caller's page of todos as JSON: one unit of work, run in a worker thread."""
 
     def read_page(db: Connection) -> tuple[Sequence[Row[*tuple[Any, ...]]], int]:
-        scoped = replace(query, owner_id=users.user_id_for_token(db, claims))
+        owner_id = users.user_id_for_token(db, claims, verified_only=verified_only)
+        scoped = replace(query, owner_id=owner_id)
         return todos.list_todos(db, scoped, limit=limit, offset=offset)
 
     items, total = sessions.read(read_page)
@@ -67,9 +74,10 @@ def page_json(items: Sequence[Any], total: int, limit: int, offset: int) -> byte
     summary="List, filter, search and page one's todos",
     operation_id="todos-list",
     response_model=Page[TodoOut],
-    responses=errors(*AUTHED),
+    responses=errors(*AUTHED, 403),
 )
 async def list_todos(
+    request: Request,
     claims: TokenClaimsDep,
     sessions: SessionSourceDep,
     query: TodoQueryDep,
@@ -80,7 +88,10 @@ async def list_todos(
     # was checked without a thread; the user check and the page (with its total, in one
     # statement) share one trip to the threadpool; the page goes out as JSON bytes.
     # The plainest requests do not even get here: see todoapp/fastlane.py.
-    body = await run_in_threadpool(todo_page_json, sessions, claims, query, limit, offset)
+    verified_only = request.app.state.settings.require_verified_email
+    body = await run_in_threadpool(
+        todo_page_json, sessions, claims, query, limit, offset, verified_only=verified_only
+    )
     return Response(body, media_type="application/json")
 
 
@@ -96,9 +107,9 @@ def _tagged(todo: Any, response: Response) -> TodoOut:
     summary="Create a todo",
     operation_id="todos-create",
     response_description="The new todo; `Location` points at it",
-    responses={**errors(*AUTHED, *BODY), **with_etag(201)},
+    responses={**errors(*AUTHED, 403, *BODY), **with_etag(201)},
 )
-def create_todo(body: TodoCreate, user: CurrentUser, db: SessionDep, response: Response) -> TodoOut:
+def create_todo(body: TodoCreate, user: TodoUser, db: SessionDep, response: Response) -> TodoOut:
     todo = todos.create_todo(db, user.id, body.model_dump())
     response.headers["Location"] = f"/todos/{todo.id}"
     return _tagged(todo, response)
@@ -109,12 +120,12 @@ def create_todo(body: TodoCreate, user: CurrentUser, db: SessionDep, response: R
     summary="Read one todo",
     operation_id="todos-read",
     response_model=TodoOut,
-    responses={**errors(*AUTHED, 404), **with_etag(200, not_modified=True)},
+    responses={**errors(*AUTHED, 403, 404), **with_etag(200, not_modified=True)},
     openapi_extra=IF_NONE_MATCH,
 )
 def read_todo(
     todo_id: IdPath,
-    user: CurrentUser,
+    user: TodoUser,
     db: SessionDep,
     response: Response,
     if_none_match: IfNoneMatch,
@@ -130,13 +141,13 @@ def read_todo(
     "/{todo_id}",
     summary="Replace a todo (every field required)",
     operation_id="todos-replace",
-    responses={**errors(*AUTHED, 404, 412, *BODY), **with_etag(200)},
+    responses={**errors(*AUTHED, 403, 404, 412, *BODY), **with_etag(200)},
     openapi_extra=IF_MATCH,
 )
 def replace_todo(
     todo_id: IdPath,
     body: TodoReplace,
-    user: CurrentUser,
+    user: TodoUser,
     db: SessionDep,
     response: Response,
     if_match: IfMatch,
@@ -155,13 +166,13 @@ def replace_todo(
     "/{todo_id}",
     summary="Change some fields of a todo",
     operation_id="todos-update",
-    responses={**errors(*AUTHED, 404, 412, *BODY), **with_etag(200)},
+    responses={**errors(*AUTHED, 403, 404, 412, *BODY), **with_etag(200)},
     openapi_extra=IF_MATCH,
 )
 def update_todo(
     todo_id: IdPath,
     body: TodoPatch,
-    user: CurrentUser,
+    user: TodoUser,
     db: SessionDep,
     response: Response,
     if_match: IfMatch,
@@ -181,10 +192,10 @@ def update_todo(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a todo",
     operation_id="todos-delete",
-    responses=errors(*AUTHED, 404, 412),
+    responses=errors(*AUTHED, 403, 404, 412),
     openapi_extra=IF_MATCH,
 )
-def delete_todo(todo_id: IdPath, user: CurrentUser, db: SessionDep, if_match: IfMatch) -> None:
+def delete_todo(todo_id: IdPath, user: TodoUser, db: SessionDep, if_match: IfMatch) -> None:
     todos.delete_todo(
         db,
         todo_id,

@@ -2,6 +2,7 @@
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -30,13 +31,14 @@ from todoapp.errors import (
     PreconditionFailed,
 )
 from todoapp.models import Todo, User, UserSession, UtcDateTime
-from todoapp.services import sessions
+from todoapp.services import mail, sessions
 
 BAD_CREDENTIALS = "Incorrect username or password"
 USERNAME_TAKEN = "username is already taken"
 EMAIL_TAKEN = "email is already registered"
 LAST_ADMIN = "the last active admin cannot be demoted, disabled or deleted"
 INVALID_TOKEN = "Could not validate credentials"
+ALREADY_VERIFIED = "email is already verified"
 
 
 def _conflict_from(exc: IntegrityError) -> Conflict:
@@ -54,6 +56,15 @@ def commit(db: Session) -> None:
     """Commit once; a unique index that says no becomes a Conflict, never a 500."""
     try:
         db.commit()
+    except IntegrityError as exc:
+        db.rollback()
+        raise _conflict_from(exc) from None
+
+
+def flush(db: Session) -> None:
+    """Write what is pending (to learn new ids) with commit()'s Conflict mapping."""
+    try:
+        db.flush()
     except IntegrityError as exc:
         db.rollback()
         raise _conflict_from(exc) from None
@@ -115,7 +126,6 @@ def token_params(claims: security.TokenClaims) -> dict[str, Any]:
 
 
 _TOKEN_USER = select(User).where(*token_holds())
-_TOKEN_USER_ID = select(User.id).where(*token_holds())
 
 
 def user_for_token(db: Session, claims: security.TokenClaims) -> User:
@@ -126,11 +136,21 @@ def user_for_token(db: Session, claims: security.TokenClaims) -> User:
     return user
 
 
-def user_id_for_token(db: Session | Connection, claims: security.TokenClaims) -> int:
-    """user_for_token for read paths: one row, no ORM object."""
-    user_id: int | None = db.execute(_TOKEN_USER_ID, token_params(claims)).scalar()
-    if user_id is None:
+_TOKEN_USER_ID = select(User.id, User.is_verified).where(*token_holds())
+EMAIL_NOT_VERIFIED = "email not verified"
+
+
+def user_id_for_token(
+    db: Session | Connection, claims: security.TokenClaims, *, verified_only: bool = False
+) -> int:
+    """user_for_token for read paths: one row, no ORM object. With `verified_only`, an
+    unverified account is PermissionDenied (REQUIRE_VERIFIED_EMAIL)."""
+    row = db.execute(_TOKEN_USER_ID, token_params(claims)).first()
+    if row is None:
         raise NotAuthenticated(INVALID_TOKEN)
+    if verified_only and not row.is_verified:
+        raise PermissionDenied(EMAIL_NOT_VERIFIED)
+    user_id: int = row.id
     return user_id
 
 
@@ -143,7 +163,10 @@ def register(
     firstname: str | None = None,
     lastname: str | None = None,
     role: str = "user",
+    verified: bool = False,
 ) -> User:
+    """A new active account; unless `verified`, it starts unverified and a verification
+    mail is queued in the same transaction."""
     _ensure_free(db, username=username, email=email)
     user = User(
         email=email,
@@ -154,8 +177,12 @@ def register(
         role=role,
         is_active=True,
         token_version=0,
+        is_verified=verified,
     )
     db.add(user)
+    if not verified:
+        flush(db)
+        mail.queue_verification(db, user)
     commit(db)
     return user
 
@@ -218,18 +245,56 @@ def update_profile(
     _ensure_free(
         db, username=changes.get("username"), email=changes.get("email"), exclude_id=user.id
     )
+    new_email = changes.get("email")
+    if new_email is not None and new_email.lower() != user.email.lower():
+        # A new address is unproven: the account is unverified until it is confirmed.
+        user.is_verified = False
+        user.email = new_email
+        mail.queue_verification(db, user)
     for field, value in changes.items():
         setattr(user, field, value)
     commit(db)
     return user
 
 
+def _replace_password(db: Session, user: User, new: str, reason: str) -> None:
+    """Set a new password and end every session and token of the account: the one
+    path of a password change and a password reset. The caller commits."""
+    user.hash_password = security.hash_password(new)
+    end_all_sessions(db, user, reason)
+
+
 def change_password(db: Session, user: User, *, current: str, new: str) -> None:
     ok, _ = security.verify_password(current, user.hash_password)
     if not ok:
         raise InvalidInput("current password is incorrect")
-    user.hash_password = security.hash_password(new)
-    end_all_sessions(db, user, sessions.PASSWORD_CHANGE)
+    _replace_password(db, user, new, sessions.PASSWORD_CHANGE)
+    commit(db)
+
+
+def reset_password(db: Session, *, token: str, new: str, valid_for: timedelta) -> User:
+    """Set the password of the account a reset token was mailed to; the token is used
+    up. InvalidInput (400) for any token that does not hold."""
+    user = mail.use_token(db, purpose=mail.PASSWORD_RESET, token=token, valid_for=valid_for)
+    _replace_password(db, user, new, sessions.PASSWORD_RESET)
+    commit(db)
+    return user
+
+
+def verify_email(db: Session, *, token: str, valid_for: timedelta) -> User:
+    """Mark the account a verification token was mailed to as verified."""
+    user = mail.use_token(db, purpose=mail.VERIFY_EMAIL, token=token, valid_for=valid_for)
+    user.is_verified = True
+    commit(db)
+    return user
+
+
+def request_verification(db: Session, user: User) -> None:
+    """Queue a verification mail for the caller; Conflict when already verified."""
+    db.refresh(user, with_for_update=True)
+    if user.is_verified:
+        raise Conflict(ALREADY_VERIFIED)
+    mail.queue_verification(db, user)
     commit(db)
 
 
@@ -351,7 +416,9 @@ def create_or_promote_admin(
         return existing, False
     if password is None:
         raise InvalidInput("a password is needed to create a new admin")
-    user = register(db, email=email, username=username, password=password, role="admin")
+    user = register(
+        db, email=email, username=username, password=password, role="admin", verified=True
+    )
     return user, True
 
 
@@ -390,6 +457,7 @@ def seed_demo_data(db: Session, *, users: int, todos_per_user: int) -> tuple[int
                 "role": "user",
                 "is_active": True,
                 "token_version": 0,
+                "is_verified": True,
             }
             for name in chunk
             if name not in existing and f"{name}@example.com" not in taken_emails
