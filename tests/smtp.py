@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class SmtpServer:
         self.refuse = False
         self.delay = 0.0
         self.port = 0
+        # (username, password): the server then requires AUTH (over plain text: a test).
+        self.credentials: tuple[str, str] | None = None
+        self.logins: list[str] = []
         self._changed = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -81,6 +84,29 @@ class SmtpServer:
             self._changed.notify_all()
         return "250 OK"
 
+    def _authenticate(
+        self, _server: SMTP, _session: Session, _envelope: Envelope, _mechanism: str, data: Any
+    ) -> AuthResult:
+        assert self.credentials is not None
+        assert isinstance(data, LoginPassword)
+        given = (data.login.decode(), data.password.decode())
+        if given != self.credentials:
+            return AuthResult(success=False, handled=False)
+        self.logins.append(given[0])
+        return AuthResult(success=True)
+
+    def _protocol(self) -> SMTP:
+        if self.credentials is None:
+            return SMTP(self, hostname="smtp.test", loop=self._loop)
+        return SMTP(
+            self,
+            hostname="smtp.test",
+            loop=self._loop,
+            authenticator=self._authenticate,
+            auth_required=True,
+            auth_require_tls=False,
+        )
+
     def _run(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
 
@@ -89,7 +115,7 @@ class SmtpServer:
 
         async def listen() -> asyncio.Server:
             return await self._loop.create_server(
-                lambda: SMTP(self, hostname="smtp.test", loop=self._loop),
+                self._protocol,
                 "127.0.0.1",
                 self.port,
             )

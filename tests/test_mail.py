@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from tests.conftest import (
@@ -302,6 +303,56 @@ def test_tokens_are_stored_only_as_hashes_and_the_outbox_holds_none(
     for token in (reset_token, verify_token):
         assert token not in dump
         assert hashlib.sha256(token.encode()).hexdigest() in dump
+
+
+def test_a_reset_clears_the_accounts_failed_login_count(
+    app_with_mail: TestClient, smtp_server: SmtpServer
+) -> None:
+    client = app_with_mail
+    register(client, "ada")
+    for _ in range(5):
+        client.post("/auth/token", data={"username": "ada", "password": "wrong-password"})
+    locked = client.post("/auth/token", data={"username": "ada", "password": PASSWORD})
+    assert locked.status_code == 429
+    forgot(client, "ada@example.com")
+    assert reset(client, reset_mail_for(smtp_server, "ada@example.com").token).status_code == 204
+    assert login(client, "ada", NEW_PASSWORD)
+
+
+def test_requests_never_wait_for_a_slow_smtp_server(url: str, smtp_server: SmtpServer) -> None:
+    smtp_server.delay = 2.0
+    with serving(mail_settings(url, smtp_server)) as client:
+        register(client, "ada")  # its verification mail keeps the server busy
+        time.sleep(0.2)
+        for call in (
+            lambda: register(client, "bob"),
+            lambda: forgot(client, "ada@example.com"),
+        ):
+            started = time.perf_counter()
+            call()
+            assert time.perf_counter() - started < 1.0
+
+
+def test_the_worker_logs_in_to_the_smtp_server_when_a_username_is_set(
+    url: str, smtp_server: SmtpServer
+) -> None:
+    smtp_server.credentials = ("mailer", "mail-secret")
+    smtp_server.stop()
+    smtp_server.start()
+    settings = mail_settings(
+        url, smtp_server, smtp_username="mailer", smtp_password=SecretStr("mail-secret")
+    )
+    with serving(settings) as client:
+        register(client, "ada")
+        verify_mail_for(smtp_server, "ada@example.com")
+    assert smtp_server.logins == ["mailer"]
+
+
+def test_mail_settings_refuse_a_link_without_a_token_slot_and_read_blanks_as_unset() -> None:
+    with pytest.raises(ValueError, match="token"):
+        Settings(password_reset_url="http://127.0.0.1:8000/#/reset")
+    settings = Settings(smtp_host="", smtp_password="", smtp_username="")
+    assert (settings.smtp_host, settings.smtp_password, settings.smtp_username) == (None,) * 3
 
 
 # --- email verification --------------------------------------------------------------
