@@ -274,9 +274,10 @@ def release(db: Session, mail_id: int) -> None:
 def _purgeable(now: datetime, settings: Settings) -> list[tuple[Any, ColumnElement[bool]]]:
     keep = timedelta(hours=settings.mail_keep_hours)
     give_up_after = timedelta(hours=settings.mail_give_up_hours)
-    # Reset tokens stay an hour at least: they count towards the hourly limit.
-    reset_for = max(timedelta(minutes=settings.password_reset_expire_minutes), timedelta(hours=1))
-    verify_for = timedelta(hours=settings.email_verify_expire_hours)
+    # Tokens stay an hour at least: they count towards the hourly limit.
+    hour = timedelta(hours=1)
+    reset_for = max(timedelta(minutes=settings.password_reset_expire_minutes), hour)
+    verify_for = max(timedelta(hours=settings.email_verify_expire_hours), hour)
     return [
         (
             OutboxMail,
