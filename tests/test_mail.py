@@ -161,6 +161,33 @@ def test_forgot_and_reset_end_to_end_from_the_received_mail(
     assert (again.status_code, again.json()) == (400, BAD_RESET)  # used up
 
 
+def test_a_reset_ends_every_session_of_the_account(
+    app_with_mail: TestClient, smtp_server: SmtpServer
+) -> None:
+    client = app_with_mail
+    register(client, "ada")
+    devices = [
+        client.post("/auth/token", data={"username": "ada", "password": PASSWORD}).json()
+        for _ in range(2)
+    ]
+    forgot(client, "ada@example.com")
+    token = reset_mail_for(smtp_server, "ada@example.com").token
+    client.cookies.set("todoapp_refresh", devices[0]["refresh_token"], path="/auth")
+    answer = reset(client, token)
+    assert answer.status_code == 204
+    assert "todoapp_refresh=" in answer.headers["set-cookie"]  # the cookie is cleared
+    assert "Max-Age=0" in answer.headers["set-cookie"]
+    client.cookies.clear()
+    for device in devices:
+        headers = {"Authorization": f"Bearer {device['access_token']}"}
+        assert client.get("/users/me", headers=headers).status_code == 401
+        refreshed = client.post("/auth/refresh", json={"refresh_token": device["refresh_token"]})
+        assert refreshed.status_code == 401
+    fresh = login(client, "ada", NEW_PASSWORD)
+    sessions = client.get("/users/me/sessions", headers={"Authorization": f"Bearer {fresh}"})
+    assert len(sessions.json()) == 1
+
+
 def test_unknown_disabled_and_real_addresses_answer_alike_and_only_the_real_one_gets_mail(
     url: str, app_with_mail: TestClient, smtp_server: SmtpServer
 ) -> None:

@@ -158,7 +158,9 @@ def test_the_app_and_its_fast_lane_work_through_pgbouncer_in_transaction_mode(
         log = server.log_text()
         bouncer_log = bouncer.log_path.read_text(errors="replace")
         bouncer.stop()
-    assert " WARNING " not in log, log
+    # No SMTP server here: the one start-up line saying mail is not sent is expected.
+    warnings = [line for line in log.splitlines() if " WARNING " in line]
+    assert all("SMTP_HOST is not set" in line for line in warnings), log
     assert " ERROR " not in log
     assert "Traceback" not in log
     assert "prepared" not in bouncer_log.lower()

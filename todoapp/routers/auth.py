@@ -195,7 +195,9 @@ def forgot_password(body: ForgotPassword, db: SessionDep) -> Accepted:
     response_description="Password set; every session and token of the account ended",
     responses=errors(400, *BODY, *DB),
 )
-def reset_password(body: PasswordReset, request: Request, db: SessionDep) -> None:
+def reset_password(
+    body: PasswordReset, request: Request, response: Response, db: SessionDep
+) -> None:
     settings = request.app.state.settings
     user = users.reset_password(
         db,
@@ -206,6 +208,8 @@ def reset_password(body: PasswordReset, request: Request, db: SessionDep) -> Non
     address = _client_address(request)
     for login_name in {user.username.lower(), user.email.lower()}:
         request.app.state.login_failures.clear(f"{login_name}|{address}")
+    # Every session has ended: a browser's refresh cookie (sent to /auth) is dead too.
+    clear_refresh_cookie(request, response)
 
 
 @router.post(
