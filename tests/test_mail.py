@@ -710,6 +710,17 @@ def test_require_verified_email_keeps_unverified_accounts_out_of_todos_only(
         assert created.status_code == 201
 
 
+def test_require_verified_email_holds_on_the_fast_lane_too(url: str) -> None:
+    # A production app (no overrides): plain GET /todos would be the fast lane's.
+    settings = settings_for_tests(database_url=url, require_verified_email=True)
+    with serving(settings) as client:
+        ada = make_account(client, "ada")
+        answer = client.get("/todos", headers=ada.headers)
+        assert (answer.status_code, answer.json()) == (403, {"detail": "email not verified"})
+        execute(url, "UPDATE users SET is_verified = true")
+        assert client.get("/todos", headers=ada.headers).json()["total"] == 0
+
+
 def test_without_require_verified_email_unverified_accounts_use_todos(
     client: TestClient, alice: Account
 ) -> None:
