@@ -15,7 +15,7 @@ def test_profile_names_email_and_username(
     nia = make_person("nia")
     other = make_person("other")
     sign_in(page, nia.username)
-    page.get_by_role("link", name="Profile").click()
+    page.get_by_role("link", name="Profile", exact=True).click()
     expect(page.get_by_label("Email")).to_have_value(nia.email)
 
     page.get_by_label("Username").fill(other.username)
@@ -51,7 +51,7 @@ def test_password_change_keeps_this_browser_signed_in(
     watch.allow(400)
     oz = make_person("oz")
     sign_in(page, oz.username)
-    page.get_by_role("link", name="Profile").click()
+    page.get_by_role("link", name="Profile", exact=True).click()
     page.get_by_label("Current password").fill("not my password")
     page.get_by_label("New password").fill("a brand new secret")
     page.get_by_role("button", name="Change password").click()

@@ -27,7 +27,7 @@ def test_non_admins_never_see_the_admin_view(
 ) -> None:
     hal = make_person("hal")
     sign_in(page, hal.username)
-    expect(page.get_by_role("link", name="Profile")).to_be_visible()
+    expect(page.get_by_role("link", name="Profile", exact=True)).to_be_visible()
     expect(page.get_by_role("link", name="Admin")).to_have_count(0)
     page.goto(server.base + "/#/admin")
     expect(page.get_by_role("heading", name="Todos", level=1)).to_be_visible()

@@ -75,7 +75,7 @@ def test_sign_in_with_username_or_email(
     expect(page.get_by_label("Username or email")).to_have_value(eve.username)
 
     sign_in(page, eve.email.upper())
-    page.get_by_role("link", name="Profile").click()
+    page.get_by_role("link", name="Profile", exact=True).click()
     expect(page.get_by_label("Username")).to_have_value(eve.username)
 
 

@@ -39,7 +39,7 @@ def test_a_profile_changed_elsewhere_is_not_overwritten(
     watch.allow(412)
     xan = make_person("xan")
     sign_in(page, xan.username)
-    page.get_by_role("link", name="Profile").click()
+    page.get_by_role("link", name="Profile", exact=True).click()
     expect(page.get_by_label("Username")).to_have_value(xan.username)
     page.get_by_label("First name").fill("Mine")
     with server.api() as api:

@@ -140,7 +140,7 @@ def test_devices_list_signs_out_another_device(
 
     devices.nth(1).get_by_role("button", name="Sign out").click()
     expect(devices).to_have_count(1)
-    phone.get_by_role("link", name="Profile").click()
+    phone.get_by_role("link", name="Profile", exact=True).click()
     expect_signed_out(phone)
     laptop.reload()
     expect(laptop.get_by_role("list", name="Devices").get_by_role("listitem")).to_have_count(1)
