@@ -19,7 +19,7 @@ EXPECTED = {
     ("POST", "/auth/verify"): {200, 400, 413, 422},
     ("GET", "/users/me"): {200, 304, 401},
     ("PATCH", "/users/me"): {200, 401, 409, 412, 413, 422},
-    ("PUT", "/users/me/password"): {204, 400, 401, 413, 422},
+    ("PUT", "/users/me/password"): {204, 400, 401, 413, 422, 429},
     ("DELETE", "/users/me"): {204, 401, 409},
     ("GET", "/users/me/sessions"): {200, 401},
     ("DELETE", "/users/me/sessions/{session_id}"): {204, 401, 404, 422},

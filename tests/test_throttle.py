@@ -70,16 +70,16 @@ def test_limits_come_from_the_settings(app_factory: AppFactory) -> None:
 
 
 def test_memory_store_counts_attempts_before_they_are_checked() -> None:
-    store = MemoryFailureStore(max_failures=2, window_seconds=100)
-    assert store.reserve("k") is None
-    assert store.reserve("k") is None
-    retry_after = store.reserve("k")  # two attempts in flight or failed: the third waits
+    store = MemoryFailureStore(window_seconds=100)
+    assert store.reserve("k", 2) is None
+    assert store.reserve("k", 2) is None
+    retry_after = store.reserve("k", 2)  # two attempts in flight or failed: the third waits
     assert retry_after is not None
     assert 99 <= retry_after <= 100
     store.release("k")  # one of them was not a failure after all
-    assert store.reserve("k") is None
+    assert store.reserve("k", 2) is None
     store.clear("k")
-    assert store.reserve("other") is None
+    assert store.reserve("other", 2) is None
 
 
 def _parallel_wrong_logins(client: TestClient, name: str, count: int) -> list[int]:
@@ -117,10 +117,23 @@ def real_redis() -> str:
     return REDIS_URL
 
 
-def test_redis_shares_the_count_between_processes(app_factory: AppFactory, real_redis: str) -> None:
+@pytest.fixture
+def redis_prefix(real_redis: str) -> Iterator[str]:
+    """A key prefix of this test's own on the shared Redis; its keys go afterwards."""
+    prefix = f"test-{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(real_redis)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+
+
+def test_redis_shares_the_count_between_processes(
+    app_factory: AppFactory, real_redis: str, redis_prefix: str
+) -> None:
     name = f"u{uuid.uuid4().hex[:10]}"
-    first = TestClient(app_factory(redis_url=real_redis))
-    second = TestClient(app_factory(redis_url=real_redis))
+    first = TestClient(app_factory(redis_url=real_redis, redis_key_prefix=redis_prefix))
+    second = TestClient(app_factory(redis_url=real_redis, redis_key_prefix=redis_prefix))
     with first, second:
         assert [attempt(first, name) for _ in range(3)] == [401] * 3
         assert [attempt(second, name) for _ in range(2)] == [401] * 2
@@ -128,9 +141,10 @@ def test_redis_shares_the_count_between_processes(app_factory: AppFactory, real_
         response = second.post("/auth/token", data={"username": name, "password": WRONG})
         assert response.status_code == 429
         assert int(response.headers["retry-after"]) > 0
-    keys = redis.Redis.from_url(real_redis).keys(f"todoapp:login-failures:{name}*")
+    client = redis.Redis.from_url(real_redis)
+    keys = client.keys(f"{redis_prefix}login-failures:account:login:{name}|*")
     assert len(keys) == 1
-    redis.Redis.from_url(real_redis).delete(*keys)
+    assert client.get(f"{redis_prefix}login-failures:address:testclient") == b"5"
 
 
 def _free_port() -> int:
@@ -176,9 +190,10 @@ def test_logins_keep_working_when_redis_goes_away_mid_test(
 ) -> None:
     url, server = private_redis
     with TestClient(app_factory(redis_url=url)) as client:
-        register(client, "ada")
+        ada = register(client, "ada")
         assert [attempt(client, "ada") for _ in range(2)] == [401, 401]
-        assert redis.Redis.from_url(url).get("todoapp:login-failures:ada|testclient") == b"2"
+        key = f"todoapp:login-failures:account:user:{ada['id']}|testclient"
+        assert redis.Redis.from_url(url).get(key) == b"2"
         server.kill()
         server.wait()
         with caplog.at_level(logging.WARNING, logger="todoapp.throttle"):
@@ -198,12 +213,10 @@ def test_logins_work_when_redis_was_never_there(app_factory: AppFactory) -> None
 
 
 def test_parallel_wrong_guesses_cannot_pass_the_limit_in_redis(
-    pg_backend: Backend, real_redis: str
+    pg_backend: Backend, real_redis: str, redis_prefix: str
 ) -> None:
     name = f"u{uuid.uuid4().hex[:10]}"
-    app = create_app(settings_for_tests(redis_url=real_redis), database=pg_backend.database)
-    try:
-        with TestClient(app) as client:
-            assert _parallel_wrong_logins(client, name, 12) == [401] * 5 + [429] * 7
-    finally:
-        redis.Redis.from_url(real_redis).delete(f"todoapp:login-failures:{name}|testclient")
+    settings = settings_for_tests(redis_url=real_redis, redis_key_prefix=redis_prefix)
+    app = create_app(settings, database=pg_backend.database)
+    with TestClient(app) as client:
+        assert _parallel_wrong_logins(client, name, 12) == [401] * 5 + [429] * 7

@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Only ever accepted when ENVIRONMENT=development; see Settings.check_secret_key.
@@ -26,8 +26,13 @@ class Settings(BaseSettings):
     environment: str = "development"
     cors_origins: Annotated[list[str], NoDecode] = []
     redis_url: str | None = None
+    # Failed logins per (account, client address) within a window, and per client
+    # address across all names; see throttle.py.
     login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=50, ge=1)
     login_window_seconds: int = Field(default=15 * 60, ge=1)
+    # Prefix of every Redis key the app writes (several apps can share one Redis).
+    redis_key_prefix: str = Field(default="todoapp:", max_length=100)
     # 12 in production; the test suite sets 4 so that hashing does not dominate it.
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     # Threads that run sync routes in one worker; the PostgreSQL pool gets as many
@@ -37,6 +42,11 @@ class Settings(BaseSettings):
     # loop (todoapp/fastlane.py), on top of the pool; 0 runs those reads in a thread.
     fast_lane_connections: int = Field(default=8, ge=0, le=1000)
     db_pool_timeout: float = Field(default=5.0, gt=0)
+    # Password hashes (logins, registrations, password changes) one worker runs at once,
+    # and how long a request waits for a turn before 503: floods of them never take the
+    # threads and connections other requests need (see deps.take_hashing_slot).
+    hashing_slots: int = Field(default=2, ge=1, le=1000)
+    hashing_wait_seconds: float = Field(default=2.0, gt=0, le=60)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Operations (README, Scale-out): logs a machine reads, metrics, draining on SIGTERM,
     # and a pooler in transaction mode (PgBouncer) between the app and PostgreSQL.
@@ -95,6 +105,12 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         # `SECRET_KEY=` (as in .env.example) means "not set", never an empty key.
         return DEVELOPMENT_SECRET_KEY if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _hashing_leaves_threads_free(self) -> "Settings":
+        if self.worker_threads > 1 and self.hashing_slots >= self.worker_threads:
+            raise ValueError("HASHING_SLOTS must be below WORKER_THREADS")
+        return self
 
     @property
     def secure_cookies(self) -> bool:

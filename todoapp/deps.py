@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,6 +23,7 @@ from todoapp.schemas import SearchText
 from todoapp.security import TokenClaims
 from todoapp.services import users
 from todoapp.services.todos import SortKey, TodoQuery
+from todoapp.throttle import LoginThrottle
 
 MAX_ID = 2**31 - 1  # PostgreSQL's integer
 SERVER_BUSY = "server busy: try again shortly"
@@ -87,6 +89,44 @@ async def get_session_source(request: Request) -> AsyncIterator[SessionSource]:
 
 
 SessionSourceDep = Annotated[SessionSource, Depends(get_session_source)]
+
+
+async def take_hashing_slot(request: Request) -> AsyncIterator[None]:
+    """A turn to hash a password, taken before the request is admitted to the database.
+
+    bcrypt is slow on purpose, so a route that hashes holds its thread and connection
+    for a long time: at most HASHING_SLOTS such requests run at once, and the others
+    wait here, in the event loop, holding nothing, for at most HASHING_WAIT_SECONDS
+    (then 503 with Retry-After). A flood of logins or registrations thus slows down
+    only logins and registrations; every other request still finds threads and
+    connections. Used as `dependencies=[HashingSlot]`, which FastAPI solves first.
+    """
+    state = request.app.state
+    wait = state.settings.hashing_wait_seconds
+    if not await admit(state.hashing, wait):
+        raise Unavailable(SERVER_BUSY, retry_after=max(1, math.ceil(wait)))
+    try:
+        yield
+    finally:
+        state.hashing.release()
+
+
+HashingSlot = Depends(take_hashing_slot)
+
+
+async def get_client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddress = Annotated[str, Depends(get_client_address)]
+
+
+async def get_login_throttle(request: Request) -> LoginThrottle:
+    throttle: LoginThrottle = request.app.state.login_throttle
+    return throttle
+
+
+LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
 
 
 def get_session(source: SessionSourceDep) -> Iterator[Session]:

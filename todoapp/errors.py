@@ -4,11 +4,15 @@ RESOURCE_CHANGED = "the resource changed since it was read"
 
 
 class DomainError(Exception):
-    """A rule of the domain refused the request; `detail` is safe to show the client."""
+    """A rule of the domain refused the request; `detail` is safe to show the client.
 
-    def __init__(self, detail: str) -> None:
+    `retry_after`, when set, is sent as the `Retry-After` header (whole seconds).
+    """
+
+    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.retry_after = retry_after
 
 
 class InvalidInput(DomainError):
@@ -29,6 +33,10 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     """The request clashes with the current state, e.g. a taken username (409)."""
+
+
+class TooManyAttempts(DomainError):
+    """A failed-login budget is spent; try again after `retry_after` seconds (429)."""
 
 
 class Unavailable(DomainError):

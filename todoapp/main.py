@@ -32,6 +32,7 @@ from todoapp.errors import (
     NotFound,
     PermissionDenied,
     PreconditionFailed,
+    TooManyAttempts,
     Unavailable,
 )
 from todoapp.fastlane import TodoListFastLane, on_loop_reads
@@ -42,7 +43,7 @@ from todoapp.metrics import MetricsMiddleware
 from todoapp.middleware import RequestContextMiddleware
 from todoapp.routers import admin, auth, operations, todos, users
 from todoapp.routers import metrics as metrics_router
-from todoapp.throttle import make_failure_store
+from todoapp.throttle import LoginThrottle, make_failure_store
 
 logger = logging.getLogger("todoapp")
 
@@ -53,6 +54,7 @@ _STATUS = {
     NotFound: 404,
     Conflict: 409,
     PreconditionFailed: 412,
+    TooManyAttempts: 429,
     Unavailable: 503,
 }
 DATABASE_UNAVAILABLE = "database unavailable"
@@ -87,7 +89,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def domain_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)
         status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
         return JSONResponse({"detail": exc.detail}, status_code=status, headers=headers)
 
     async def schema_not_ready(_request: Request, exc: Exception) -> JSONResponse:
@@ -142,6 +146,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         logging.getLogger("uvicorn.access").disabled = True
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         app.state.admission = asyncio.Semaphore(settings.worker_threads)  # this loop's own
+        app.state.hashing = asyncio.Semaphore(settings.hashing_slots)
         try:
             problem = database.schema_problem()
         except Exception as exc:  # the app still starts; /readyz reports it
@@ -193,8 +198,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.session_source = SessionSource(database)
     # Remade at start-up for the serving loop; see deps.get_session_source.
     app.state.admission = asyncio.Semaphore(settings.worker_threads)
-    app.state.login_failures = make_failure_store(
-        settings.redis_url, settings.login_max_failures, settings.login_window_seconds
+    app.state.hashing = asyncio.Semaphore(settings.hashing_slots)  # remade likewise
+    app.state.login_throttle = LoginThrottle(
+        make_failure_store(
+            settings.redis_url, settings.login_window_seconds, settings.redis_key_prefix
+        ),
+        per_account=settings.login_max_failures,
+        per_address=settings.login_max_failures_per_address,
     )
     for router in (auth.router, users.router, todos.router, admin.router, operations.router):
         app.include_router(router)

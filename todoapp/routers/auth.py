@@ -4,22 +4,12 @@ recovery and email verification."""
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import (
-    APIRouter,
-    Body,
-    Cookie,
-    Depends,
-    Header,
-    HTTPException,
-    Request,
-    Response,
-    status,
-)
+from fastapi import APIRouter, Body, Cookie, Depends, Header, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from todoapp import metrics
-from todoapp.deps import CurrentUser, SessionDep
-from todoapp.errors import NotAuthenticated
+from todoapp.deps import ClientAddress, CurrentUser, HashingSlot, LoginThrottleDep, SessionDep
+from todoapp.errors import NotAuthenticated, TooManyAttempts
 from todoapp.routers.refresh_cookie import (
     REFRESH_COOKIE,
     REQUESTED_WITH,
@@ -42,10 +32,6 @@ from todoapp.services import mail, sessions, users
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-def _client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
@@ -53,6 +39,7 @@ def _client_address(request: Request) -> str:
     operation_id="auth-register",
     response_description="The new user; `Location` points at /users/me",
     responses=errors(409, *BODY, *DB),
+    dependencies=[HashingSlot],
 )
 def register(body: UserCreate, db: SessionDep, response: Response) -> UserOut:
     # The verification mail is queued in the same transaction; sent after the answer.
@@ -68,6 +55,7 @@ def register(body: UserCreate, db: SessionDep, response: Response) -> UserOut:
     response_description="A new session's tokens; the refresh token is also set as the "
     "cookie `todoapp_refresh`",
     responses=errors(401, 403, 429, *BODY, *DB),
+    dependencies=[HashingSlot],
     openapi_extra={
         "requestBody": {
             "content": {
@@ -83,27 +71,16 @@ def login(
     request: Request,
     response: Response,
     db: SessionDep,
+    throttle: LoginThrottleDep,
+    address: ClientAddress,
 ) -> Token:
-    failures = request.app.state.login_failures
-    key = f"{form.username.lower()[:320]}|{_client_address(request)}"
-    # The attempt is counted before the password is checked, so that parallel wrong
-    # guesses cannot all pass the limit; one that is not a 401 is taken back.
-    retry_after = failures.reserve(key)
-    if retry_after is not None:
-        metrics.LOGIN_THROTTLED.inc()
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "Too many failed login attempts; try again later",
-            headers={"Retry-After": str(retry_after)},
-        )
     try:
-        user = users.authenticate(db, login=form.username, password=form.password)
-    except NotAuthenticated:
-        raise  # a failure: the reserved attempt stays counted
-    except BaseException:
-        failures.release(key)  # e.g. 403 (disabled) or the database down
+        user = users.authenticate(
+            db, login=form.username, password=form.password, throttle=throttle, address=address
+        )
+    except TooManyAttempts:
+        metrics.LOGIN_THROTTLED.inc()
         raise
-    failures.clear(key)
     issued = sessions.start(db, user, user_agent=request.headers.get("user-agent"))
     return token_answer(issued, request, response)
 
@@ -194,9 +171,14 @@ def forgot_password(body: ForgotPassword, db: SessionDep) -> Accepted:
     operation_id="auth-reset-password",
     response_description="Password set; every session and token of the account ended",
     responses=errors(400, *BODY, *DB),
+    dependencies=[HashingSlot],
 )
 def reset_password(
-    body: PasswordReset, request: Request, response: Response, db: SessionDep
+    body: PasswordReset,
+    request: Request,
+    response: Response,
+    db: SessionDep,
+    throttle: LoginThrottleDep,
 ) -> None:
     settings = request.app.state.settings
     user = users.reset_password(
@@ -205,9 +187,7 @@ def reset_password(
         new=body.new_password,
         valid_for=timedelta(minutes=settings.password_reset_expire_minutes),
     )
-    address = _client_address(request)
-    for login_name in {user.username.lower(), user.email.lower()}:
-        request.app.state.login_failures.clear(f"{login_name}|{address}")
+    throttle.clear_account(user.id)  # its failed logins, from every address
     # Every session has ended: a browser's refresh cookie (sent to /auth) is dead too.
     clear_refresh_cookie(request, response)
 

@@ -12,8 +12,9 @@ _DESCRIPTIONS = {
     409: "Conflicts with the current state",
     412: "`If-Match` names none of the resource's current ETags: it changed since it was read",
     413: "Request body over 1 MiB",
-    429: "Too many failed logins; retry after `Retry-After` seconds",
-    503: "The database is unavailable or not migrated",
+    429: "Too many failed logins (or password checks); retry after `Retry-After` seconds",
+    503: "The database is unavailable or not migrated, or the server is busy (routes that "
+    "hash a password then send `Retry-After`)",
 }
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},

@@ -3,10 +3,13 @@
 from fastapi import APIRouter, Request, Response, status
 
 from todoapp.deps import (
+    ClientAddress,
     CurrentUser,
+    HashingSlot,
     IdPath,
     IfMatch,
     IfNoneMatch,
+    LoginThrottleDep,
     SessionDep,
     TokenClaimsDep,
     etag,
@@ -69,12 +72,26 @@ def update_me(
     summary="Change one's own password (ends every session)",
     operation_id="users-me-password",
     response_description="Changed; every session ended, the cookie `todoapp_refresh` cleared",
-    responses=errors(400, *AUTHED, *BODY),
+    responses=errors(400, *AUTHED, 429, *BODY),
+    dependencies=[HashingSlot],
 )
 def change_password(
-    body: PasswordChange, user: CurrentUser, db: SessionDep, request: Request, response: Response
+    body: PasswordChange,
+    user: CurrentUser,
+    db: SessionDep,
+    request: Request,
+    response: Response,
+    throttle: LoginThrottleDep,
+    address: ClientAddress,
 ) -> None:
-    users.change_password(db, user, current=body.current_password, new=body.new_password)
+    users.change_password(
+        db,
+        user,
+        current=body.current_password,
+        new=body.new_password,
+        throttle=throttle,
+        address=address,
+    )
     clear_refresh_cookie(request, response)
 
 

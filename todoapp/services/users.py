@@ -32,6 +32,7 @@ from todoapp.errors import (
 )
 from todoapp.models import Todo, User, UserSession, UtcDateTime
 from todoapp.services import mail, sessions
+from todoapp.throttle import LoginThrottle, account_subject
 
 BAD_CREDENTIALS = "Incorrect username or password"
 USERNAME_TAKEN = "username is already taken"
@@ -187,8 +188,11 @@ def register(
     return user
 
 
-def authenticate(db: Session, *, login: str, password: str) -> User:
-    """The user these credentials belong to; NotAuthenticated or PermissionDenied."""
+def authenticate(
+    db: Session, *, login: str, password: str, throttle: LoginThrottle, address: str
+) -> User:
+    """The user these credentials belong to; NotAuthenticated, PermissionDenied, or
+    TooManyAttempts once the account's or the address's failure budget is spent."""
     user = None
     if "\x00" not in login and login.isprintable() and len(login) <= 320:
         try:
@@ -197,12 +201,15 @@ def authenticate(db: Session, *, login: str, password: str) -> User:
             pass
         else:
             user = find_by_login(db, login)
-    # Always one bcrypt verify, so an unknown user costs what a wrong password costs.
-    ok, new_hash = security.verify_password(password, user.hash_password if user else None)
-    if user is None or not ok:
-        raise NotAuthenticated(BAD_CREDENTIALS)
-    if not user.is_active:
-        raise PermissionDenied("account is disabled")
+    # The account's budget whether its username or its email was typed.
+    subject = account_subject(user.id if user else None, login)
+    with throttle.attempt(subject, address, failure=NotAuthenticated):
+        # Always one bcrypt verify, so an unknown user costs what a wrong password costs.
+        ok, new_hash = security.verify_password(password, user.hash_password if user else None)
+        if user is None or not ok:
+            raise NotAuthenticated(BAD_CREDENTIALS)
+        if not user.is_active:
+            raise PermissionDenied("account is disabled")  # not a failure: taken back
     if new_hash is not None:
         user.hash_password = new_hash
         commit(db)
@@ -264,10 +271,15 @@ def _replace_password(db: Session, user: User, new: str, reason: str) -> None:
     end_all_sessions(db, user, reason)
 
 
-def change_password(db: Session, user: User, *, current: str, new: str) -> None:
-    ok, _ = security.verify_password(current, user.hash_password)
-    if not ok:
-        raise InvalidInput("current password is incorrect")
+def change_password(
+    db: Session, user: User, *, current: str, new: str, throttle: LoginThrottle, address: str
+) -> None:
+    # A wrong current password is a failed login of the account: a stolen token must
+    # not become an unthrottled way of guessing the password.
+    with throttle.attempt(account_subject(user.id, ""), address, failure=InvalidInput):
+        ok, _ = security.verify_password(current, user.hash_password)
+        if not ok:
+            raise InvalidInput("current password is incorrect")
     _replace_password(db, user, new, sessions.PASSWORD_CHANGE)
     commit(db)
 
