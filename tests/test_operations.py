@@ -109,7 +109,7 @@ def test_unknown_path_is_json_404_and_wrong_method_json_405_with_allow(
     wrong = client.delete("/healthz")
     assert wrong.status_code == 405
     assert wrong.json() == {"detail": "Method Not Allowed"}
-    assert wrong.headers["allow"] == "GET"
+    assert wrong.headers["allow"] == "GET, HEAD"
     assert client.put("/todos").headers["allow"]
 
 

@@ -38,11 +38,13 @@ SWAGGER_UI_PARAMETERS = {
 }
 
 # Same origin only. Inline scripts are allowed by hash, page by page; the bundles inject
-# inline styles, and ReDoc runs its search index in a blob: worker.
+# inline styles, and ReDoc runs its search index in a blob: worker. No page may be
+# framed by another (clickjacking).
 _CSP = (
     "default-src 'self'; script-src 'self'{script_hashes}; "
     "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
-    "worker-src 'self' blob:; object-src 'none'; base-uri 'self'; form-action 'self'"
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
 )
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 

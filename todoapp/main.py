@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from todoapp import metrics
 from todoapp.config import ConfigError, Settings, get_settings
@@ -38,6 +39,7 @@ from todoapp.errors import (
 from todoapp.fastlane import TodoListFastLane, on_loop_reads
 from todoapp.frontend import install_frontend
 from todoapp.logs import configure_logging
+from todoapp.logsafe import loggable
 from todoapp.mailer import LogTransport, MailWorker, make_transport
 from todoapp.metrics import MetricsMiddleware
 from todoapp.middleware import RequestContextMiddleware
@@ -85,6 +87,22 @@ def _configure_logging(settings: Settings) -> None:
     logging.logMultiprocessing = False
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method some route answers on this path (Starlette names only the first
+    route's), HEAD wherever GET is (see RequestContextMiddleware). Asked of the router
+    itself, one method at a time: only on a 405. Mounts (static files) say their own."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": "GET" if method == "HEAD" else method}
+        routes = (route for route in app.router.routes if not isinstance(route, Mount))
+        if any(route.matches(scope)[0] == Match.FULL for route in routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def domain_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)
@@ -102,7 +120,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             isinstance(exc, OperationalError) or exc.connection_invalidated
         ):
             raise exc  # a real defect: let the middleware answer 500 and log it
-        logger.warning("database unavailable (%s) on %s", type(exc).__name__, request.url.path)
+        logger.warning(
+            "database unavailable (%s) on %s", type(exc).__name__, loggable(request.url.path)
+        )
         return JSONResponse({"detail": DATABASE_UNAVAILABLE}, status_code=503)
 
     async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -120,6 +140,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         # thousands of digits, nesting too deep): malformed JSON, so 422 like the rest.
         if exc.status_code == 400 and exc.detail == UNPARSABLE_BODY:
             return AsciiJSONResponse({"detail": [_JSON_INVALID]}, status_code=422)
+        if exc.status_code == 405 and (allowed := _allowed_methods(app, request)):
+            exc.headers = {**(exc.headers or {}), "Allow": allowed}
         return await http_exception_handler(request, exc)
 
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, the access log, and the 1 MiB body limit."""
+"""Pure ASGI middleware: request ids, the access log, the 1 MiB body limit, security
+headers, and HEAD wherever GET is answered."""
 
 import json
 import logging
@@ -9,6 +10,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from todoapp.logs import route_template
+from todoapp.logsafe import loggable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -17,9 +19,37 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY_BYTES = 1024 * 1024
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")  # fullmatch: `$` allows a final "\n"
+
+# On every answer: browsers must not guess a type other than the one sent.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+# Answers that carry tokens must never be stored by a cache (RFC 6749, section 5.1).
+TOKEN_PATHS = frozenset({"/auth/token", "/auth/refresh"})
+NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+# HTML pages that bring no policy of their own get this one: everything from this
+# origin only, scripts included (no inline ones), and never inside a frame.
+HTML_POLICY = (
+    b"default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'self'; "
+    b"form-action 'self'; frame-ancestors 'none'"
+)
 
 access_log = logging.getLogger("todoapp.access")
+
+
+def security_headers(path: str, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The response headers of `path` with the hardening headers added."""
+    headers = [*headers, NOSNIFF]
+    if path in TOKEN_PATHS:
+        headers = [h for h in headers if h[0].lower() not in (b"cache-control", b"pragma")]
+        headers += NO_STORE
+    html = any(n.lower() == b"content-type" and v.startswith(b"text/html") for n, v in headers)
+    if html:
+        names = {name.lower() for name, _ in headers}
+        if b"content-security-policy" not in names:
+            headers.append((b"content-security-policy", HTML_POLICY))
+        if b"x-frame-options" not in names:
+            headers.append((b"x-frame-options", b"DENY"))  # frame-ancestors for old browsers
+    return headers
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[Any]) -> None:
@@ -31,6 +61,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers: lis
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                NOSNIFF,
                 *headers,
             ],
         }
@@ -44,7 +75,11 @@ class RequestContextMiddleware:
     The body is read here, before routing and authentication, whether it comes with
     a Content-Length or chunked; a body within the limit is handed on unchanged.
     The log line holds method, path, status, duration and request id: never the
-    query string, headers or body, where tokens and passwords travel.
+    query string, headers or body, where tokens and passwords travel; the path is
+    escaped (logsafe.loggable), so that one request is always one line.
+
+    Every answer also gets the security headers (see security_headers), and a HEAD
+    request is answered as its GET would be, without the body.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int = MAX_BODY_BYTES) -> None:
@@ -63,7 +98,7 @@ class RequestContextMiddleware:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
-                if _CLIENT_ID.match(candidate):
+                if _CLIENT_ID.fullmatch(candidate):
                     request_id = candidate
             elif name == b"content-length":
                 has_body = True
@@ -80,13 +115,19 @@ class RequestContextMiddleware:
         id_header = (b"x-request-id", request_id.encode())
         status_holder = [500]
         started_response = [False]
+        path = scope["path"]
+        head = scope["method"] == "HEAD"
+        inner_scope = {**scope, "method": "GET"} if head else scope
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 started_response[0] = True
                 status_holder[0] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], id_header]
+                headers = security_headers(path, message.get("headers", []))
+                message["headers"] = [*headers, id_header]
+            elif head and message["type"] == "http.response.body":
+                # The GET's headers (Content-Length included), none of its body.
+                message = {**message, "body": b""}
             await send(message)
 
         try:
@@ -108,14 +149,14 @@ class RequestContextMiddleware:
                     await _send_json(send, 422, _NOT_UTF8, [id_header])
                     return
                 receive = _replay(body, receive)
-            await self.app(scope, receive, send_with_id)
+            await self.app(inner_scope, receive, send_with_id)
         except Exception as exc:
             # A defect. One line, no stack trace: tracebacks can carry parameters.
             access_log.error(
                 "unhandled %s on %s %s %s",
                 type(exc).__name__,
-                scope["method"],
-                scope["path"],
+                loggable(scope["method"]),
+                loggable(path),
                 request_id,
             )
             if not started_response[0]:
@@ -125,8 +166,8 @@ class RequestContextMiddleware:
             duration_ms = (time.perf_counter() - started) * 1000
             access_log.info(
                 "%s %s %d %.1fms %s",
-                scope["method"],
-                scope["path"],
+                loggable(scope["method"]),
+                loggable(path),
                 status_holder[0],
                 duration_ms,
                 request_id,
@@ -135,7 +176,7 @@ class RequestContextMiddleware:
                     "request_id": request_id,
                     "method": scope["method"],
                     "path": scope["path"],
-                    "route": route_template(scope),
+                    "route": route_template(inner_scope),
                     "status": status_holder[0],
                     "duration_ms": round(duration_ms, 1),
                 },

@@ -4,6 +4,7 @@ The only module that imports passlib or jose, so either can be swapped here alon
 """
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -50,10 +51,8 @@ def _lower_priority() -> None:
     # On Linux a nice value belongs to one thread: only the hashing threads yield the
     # CPU to requests that are not hashing. Elsewhere (one value per process) not at all.
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError):  # not allowed: hashing still works
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
-        except OSError:
-            pass
 
 
 @lru_cache

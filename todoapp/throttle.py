@@ -216,9 +216,7 @@ class LoginThrottle:
         self.per_address = per_address
 
     @contextmanager
-    def attempt(
-        self, subject: str, address: str, failure: type[BaseException]
-    ) -> Iterator[None]:
+    def attempt(self, subject: str, address: str, failure: type[BaseException]) -> Iterator[None]:
         """Charge one attempt to both budgets while the block checks the password.
 
         TooManyAttempts (nothing charged) when either budget is spent. A `failure`
