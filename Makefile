@@ -45,9 +45,13 @@ test: lint chromium
 chromium:
 	@test -x /usr/bin/chromium || { $(APT_INSTALL) chromium; }
 
-## serve: production serving, $(WORKERS) workers with uvloop and httptools
+## serve: production serving, $(WORKERS) workers with uvloop and httptools; never in
+## development: ENVIRONMENT is production unless set to another non-development name,
+## so the server refuses to start without a strong SECRET_KEY.
 ## With METRICS_ENABLED=true the workers count in files of a fresh directory (metrics.py).
+serve: export ENVIRONMENT := $(if $(filter-out development,$(ENVIRONMENT)),$(ENVIRONMENT),production)
 serve: $(VENV)/.runtime
+	$(BIN)/python -m todoapp check-config
 	$(BIN)/alembic upgrade head
 	if [ "$${METRICS_ENABLED:-false}" = true ] && [ -z "$${PROMETHEUS_MULTIPROC_DIR:-}" ]; then \
 		export PROMETHEUS_MULTIPROC_DIR="$$(mktemp -d -t todoapp-metrics.XXXXXX)"; fi; \

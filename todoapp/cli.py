@@ -1,4 +1,4 @@
-"""python -m todoapp create-admin | seed."""
+"""python -m todoapp create-admin | seed | check-config."""
 
 import argparse
 import getpass
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from todoapp.config import get_settings
+from todoapp.config import ConfigError, get_settings
 from todoapp.database import Database, SchemaNotReady, make_engine
 from todoapp.errors import DomainError
 from todoapp.schemas import Email, Password, Username
@@ -95,6 +95,17 @@ def seed(user_count: int, todos_per_user: int) -> int:
     return 0
 
 
+def check_config() -> int:
+    """What the server checks before it starts, for `make serve` to check before
+    starting its workers (uvicorn's supervisor outlives workers that refuse)."""
+    try:
+        get_settings().check_secret_key()
+    except ConfigError as exc:
+        print(f"todoapp: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m todoapp")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -104,8 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("seed", help="make demo users demo1..demoN with M todos each")
     demo.add_argument("--users", type=int, required=True)
     demo.add_argument("--todos", type=int, required=True)
+    commands.add_parser("check-config", help="exit 1 with the reason if the server would refuse")
     args = parser.parse_args(argv)
     try:
+        if args.command == "check-config":
+            return check_config()
         if args.command == "create-admin":
             return create_admin(args.username, args.email)
         return seed(args.users, args.todos)

@@ -71,6 +71,12 @@ def flush(db: Session) -> None:
         raise _conflict_from(exc) from None
 
 
+def _end_transaction(db: Session) -> None:
+    """End the transaction before bcrypt runs: a slow hash must not hold a database
+    connection, nor SQLite's write lock, which every other request would wait for."""
+    db.commit()
+
+
 def _ensure_free(
     db: Session, *, username: str | None, email: str | None, exclude_id: int | None = None
 ) -> None:
@@ -169,6 +175,7 @@ def register(
     """A new active account; unless `verified`, it starts unverified and a verification
     mail is queued in the same transaction."""
     _ensure_free(db, username=username, email=email)
+    _end_transaction(db)
     user = User(
         email=email,
         username=username,
@@ -203,6 +210,7 @@ def authenticate(
             user = find_by_login(db, login)
     # The account's budget whether its username or its email was typed.
     subject = account_subject(user.id if user else None, login)
+    _end_transaction(db)
     with throttle.attempt(subject, address, failure=NotAuthenticated):
         # Always one bcrypt verify, so an unknown user costs what a wrong password costs.
         ok, new_hash = security.verify_password(password, user.hash_password if user else None)
@@ -276,6 +284,7 @@ def change_password(
 ) -> None:
     # A wrong current password is a failed login of the account: a stolen token must
     # not become an unthrottled way of guessing the password.
+    _end_transaction(db)
     with throttle.attempt(account_subject(user.id, ""), address, failure=InvalidInput):
         ok, _ = security.verify_password(current, user.hash_password)
         if not ok:
