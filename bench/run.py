@@ -8,11 +8,14 @@ Bounded (about five minutes) and only ever aimed at 127.0.0.1:
    uvicorn worker (uvloop, httptools) pinned to core 0, with wrk pinned to core 1;
 4. runs each scenario for a fixed time after a warm-up, at 8 and 64 connections (and
    GET /todos at 256), plus a memory check, and prints one table (also written to
-   build/bench/results.md; wrk's own output and the servers' logs are beside it).
+   build/bench/results.md; wrk's own output and the servers' logs are beside it);
+5. last, the login flood of issue #14: 40 connections of logins with random usernames
+   while 8 connections of signed-in users read GET /users/me and GET /todos.
 
 Exits non-zero when the seed fails, a request of a non-login scenario errs (non-2xx
-or socket error, timeouts included) or a run gets no answer at all, or the worker's
-memory grows by more than 10% between the ~10,000th and the ~100,000th GET /todos.
+or socket error, timeouts included; the reads during the login flood included) or a
+run gets no answer at all, or the worker's memory grows by more than 10% between the
+~10,000th and the ~100,000th GET /todos.
 Both memory readings come after a short burst at 64 and at 256 connections, so that
 the check sees growth with the number of requests (a leak), not a burst's high-water
 mark; when the app is too slow to reach 100,000 within the time bound, the report
@@ -73,6 +76,15 @@ WARMUP = int(os.environ.get("BENCH_WARMUP_SECONDS", "2"))
 # backlog of hashing behind; reported in a table of their own, never a failure.
 LOGIN_DURATION = 8
 LOGIN_WARMUP = 0
+# The login flood (issue #14): random-username logins at FLOOD_CONNECTIONS while
+# signed-in users read at FLOOD_READERS; the flood starts FLOOD_LEAD_SECONDS earlier.
+FLOOD_CONNECTIONS = 40
+FLOOD_READERS = 8
+FLOOD_LEAD_SECONDS = 2
+FLOOD_READS_P99_MS = 100.0
+# One address floods here; the per-address budget would soon answer it with quick
+# 429s, so it is raised: every login is hashed, as in a flood from many addresses.
+FLOOD_ADDRESS_BUDGET = "1000000000"
 # A request unanswered for this long is a stall: wrk counts it as a timeout error.
 WRK_TIMEOUT = "5s"
 MEMORY_FIRST = 10_000
@@ -447,6 +459,34 @@ class Result:
     settle_s: float  # how long the worker went on with queued requests after wrk stopped
     login: bool = False
     ceiling: bool = False
+    flood: bool = False  # the login flood's table: the flood itself, or the reads during it
+
+
+def wrk_command(
+    script: str,
+    base: str,
+    connections: int,
+    seconds: int,
+    *,
+    data: Path | None = None,
+    cap: int = 0,
+    timeout: str = WRK_TIMEOUT,
+) -> list[str]:
+    cmd = ["taskset", "-c", WRK_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    cmd += ["--timeout", timeout, "--latency", "-s", str(BENCH / script), base + "/"]
+    return [*cmd, "--", str(data) if data else "", str(cap)]
+
+
+def wrk_numbers(label: str, returncode: int, stdout: str, stderr: str) -> dict[str, int]:
+    """Keep wrk's output beside the results; the numbers bench/lib.lua's done() prints."""
+    (OUT / "wrk").mkdir(exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
+    (OUT / "wrk" / f"{slug}.txt").write_text(stdout + stderr)
+    found = re.search(r"^BENCH_RESULT (\{.*\})$", stdout, re.MULTILINE)
+    if returncode != 0 or not found:
+        raise BenchError(f"wrk {label} failed ({returncode}): {stderr.strip()}")
+    numbers: dict[str, int] = json.loads(found.group(1))
+    return numbers
 
 
 def wrk(
@@ -461,18 +501,37 @@ def wrk(
     timeout: str = WRK_TIMEOUT,
 ) -> dict[str, int]:
     """One wrk run on core 1; returns the numbers that bench/lib.lua's done() prints."""
-    cmd = ["taskset", "-c", WRK_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
-    cmd += ["--timeout", timeout, "--latency", "-s", str(BENCH / script), base + "/"]
-    cmd += ["--", str(data) if data else "", str(cap)]
+    cmd = wrk_command(script, base, connections, seconds, data=data, cap=cap, timeout=timeout)
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
-    (OUT / "wrk").mkdir(exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
-    (OUT / "wrk" / f"{slug}.txt").write_text(result.stdout + result.stderr)
-    found = re.search(r"^BENCH_RESULT (\{.*\})$", result.stdout, re.MULTILINE)
-    if result.returncode != 0 or not found:
-        raise BenchError(f"wrk {label} failed ({result.returncode}): {result.stderr.strip()}")
-    numbers: dict[str, int] = json.loads(found.group(1))
-    return numbers
+    return wrk_numbers(label, result.returncode, result.stdout, result.stderr)
+
+
+def result_row(
+    label: str, connections: int, n: dict[str, int], cpu: "CpuShare", settle: float
+) -> "Result":
+    return Result(
+        scenario=label,
+        connections=connections,
+        requests=n["requests"],
+        rps=n["requests"] / (n["duration_us"] / 1e6),
+        p50_ms=n["p50_us"] / 1000,
+        p99_ms=n["p99_us"] / 1000,
+        non2xx=n["non2xx"],
+        errors=n["connect"] + n["read"] + n["write"] + n["timeout"],
+        cpu=cpu,
+        settle_s=settle,
+    )
+
+
+def log_row(row: "Result", server: "Server") -> None:
+    cpu = row.cpu
+    log(
+        f"{row.scenario:<24} c={row.connections:<3} {row.rps:8.1f} req/s  "
+        f"p50 {row.p50_ms:7.1f} ms  p99 {row.p99_ms:7.1f} ms  non-2xx {row.non2xx}  "
+        f"errors {row.errors}  CPU worker {cpu.worker:.0%} pg {cpu.postgres:.0%} "
+        f"others {cpu.others:.0%}  settle {row.settle_s:.1f} s  "
+        f"RSS {rss_kib(server.pid) / 1024:.1f} MiB"
+    )
 
 
 def measure(
@@ -500,24 +559,8 @@ def measure(
     cpu = cpu_share(before, CpuSample.take(server.pid))
     settle = server.settle(SETTLE_AFTER_RUN_SECONDS)
     seen += n["responses"]
-    row = Result(
-        scenario=label,
-        connections=connections,
-        requests=n["requests"],
-        rps=n["requests"] / (n["duration_us"] / 1e6),
-        p50_ms=n["p50_us"] / 1000,
-        p99_ms=n["p99_us"] / 1000,
-        non2xx=n["non2xx"],
-        errors=n["connect"] + n["read"] + n["write"] + n["timeout"],
-        cpu=cpu,
-        settle_s=settle,
-    )
-    log(
-        f"{label:<24} c={connections:<3} {row.rps:8.1f} req/s  p50 {row.p50_ms:7.1f} ms  "
-        f"p99 {row.p99_ms:7.1f} ms  non-2xx {row.non2xx}  errors {row.errors}  "
-        f"CPU worker {cpu.worker:.0%} pg {cpu.postgres:.0%} others {cpu.others:.0%}  "
-        f"settle {settle:.1f} s  RSS {rss_kib(server.pid) / 1024:.1f} MiB"
-    )
+    row = result_row(label, connections, n, cpu, settle)
+    log_row(row, server)
     return row, seen
 
 
@@ -649,8 +692,43 @@ def bench_app(server: Server, data: Path, memory: Memory) -> list[Result]:
         )
         row.login = True
         rows.append(row)
+    rows += bench_login_flood(server, data)
     memory.end_kib = rss_kib(server.pid)
     return rows
+
+
+FLOOD_LABEL = "POST /auth/token, random names (the flood)"
+FLOOD_READS_LABEL = "GET /users/me + GET /todos during the flood"
+
+
+def bench_login_flood(server: Server, data: Path) -> list[Result]:
+    """Issue #14: logins with random usernames (wrong passwords, each one hashed) at
+    FLOOD_CONNECTIONS while signed-in users read at FLOOD_READERS. Logins may be slow
+    or refused (503, server busy); the reads must all be 2xx, and fast."""
+    server.settle(SETTLE_AFTER_RUN_SECONDS)
+    seconds = DURATION + FLOOD_LEAD_SECONDS + 1
+    cmd = wrk_command("login_flood.lua", server.base, FLOOD_CONNECTIONS, seconds)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as flood:
+        try:
+            time.sleep(FLOOD_LEAD_SECONDS)  # the flood is in full swing before the reads
+            before = CpuSample.take(server.pid)
+            script = "signed_in_reads.lua"
+            n = wrk("flood-reads", script, server.base, FLOOD_READERS, DURATION, data=data)
+            cpu = cpu_share(before, CpuSample.take(server.pid))
+            out, err = flood.communicate(timeout=seconds + 30)
+        finally:
+            if flood.poll() is None:
+                flood.kill()
+                flood.wait(timeout=10)
+    flooded = wrk_numbers("flood-logins", flood.returncode, out, err)
+    settle = server.settle(SETTLE_AFTER_RUN_SECONDS)
+    reads = result_row(FLOOD_READS_LABEL, FLOOD_READERS, n, cpu, settle)
+    logins = result_row(FLOOD_LABEL, FLOOD_CONNECTIONS, flooded, cpu, settle)
+    logins.login = True
+    for row in (logins, reads):
+        row.flood = True
+        log_row(row, server)
+    return [logins, reads]
 
 
 def bench_ceiling(server: Server) -> list[Result]:
@@ -832,6 +910,16 @@ def targets(run: Run) -> list[str]:
             f"- no error and no stall at {STALL_CONNECTIONS} connections: {many.errors} "
             f"errors, {many.non2xx} non-2xx, {many.rps:.0f} req/s, {mark(clean)}"
         )
+    if reads := next((r for r in run.rows if r.scenario == FLOOD_READS_LABEL), None):
+        clean = not (reads.errors or reads.non2xx) and reads.requests > 0
+        lines.append(
+            f"- reads during the login flood all 2xx: {reads.requests} requests, "
+            f"{reads.non2xx} non-2xx, {reads.errors} errors, {mark(clean)}"
+        )
+        lines.append(
+            f"- their p99 under {FLOOD_READS_P99_MS:.0f} ms: {reads.p99_ms:.1f} ms, "
+            f"{mark(reads.p99_ms < FLOOD_READS_P99_MS)}"
+        )
     memory = run.memory
     lines.append(
         f"- resident memory flat (within {MEMORY_TOLERANCE:.0%}) from "
@@ -859,12 +947,22 @@ def report(run: Run, problems: list[str]) -> str:
         f"{SETTLED_ANSWER_SECONDS} s (at most {SETTLE_AFTER_RUN_SECONDS} s; each run "
         "starts on a settled worker).",
         "",
-        table([r for r in run.rows if not r.login]),
+        table([r for r in run.rows if not r.login and not r.flood]),
         "",
         f"Logins, bcrypt-bound, apart ({LOGIN_DURATION} s each, no warm-up; errors here do "
         "not fail the bench):",
         "",
-        table([r for r in run.rows if r.login]),
+        table([r for r in run.rows if r.login and not r.flood]),
+        "",
+        f"Login flood (issue #14): {FLOOD_CONNECTIONS} connections of logins with random "
+        f"usernames and wrong passwords (from one address, its failure budget raised to "
+        f"{FLOOD_ADDRESS_BUDGET}, so every login is hashed as in a flood from many "
+        f"addresses), and {FLOOD_READERS} connections of signed-in users reading "
+        f"GET /users/me and GET /todos?limit=20 in turn, for {DURATION} s, starting "
+        f"{FLOOD_LEAD_SECONDS} s into the flood. The flood's non-2xx (401, 503 server busy) "
+        "are expected; the reads' fail the bench. CPU columns: during the reads.",
+        "",
+        table([r for r in run.rows if r.flood]),
         "",
         f"Worker RSS: {memory.start_kib / mib:.1f} MiB at start, "
         f"{memory.end_kib / mib:.1f} MiB at the end.",
@@ -892,7 +990,7 @@ def report(run: Run, problems: list[str]) -> str:
             f"before the start; other CPU over {NOISY:.0%} in {len(noisy)} rows): "
             "the numbers are noisy, run again on a quiet machine."
         )
-    parts += ["", "Targets for the hot path:", "", *targets(run)]
+    parts += ["", "Targets for the hot path and the login flood:", "", *targets(run)]
     parts += ["", "Result: " + ("FAIL: " + "; ".join(problems) if problems else "PASS")]
     return "\n".join(parts) + "\n"
 
@@ -904,6 +1002,9 @@ def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--profile", action="store_true", help="also profile with py-spy")
+    parser.add_argument(
+        "--flood-only", action="store_true", help="only the login flood (no ceiling, no table)"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -922,18 +1023,27 @@ def main() -> int:
         run.seed_seconds, run.seed_output = seed()
         log(f"seed took {run.seed_seconds:.1f} s: {run.seed_output}")
 
-        with serve(
-            "ceiling",
-            "ceiling:app",
-            {**os.environ, "PYTHONPATH": str(ROOT)},
-            ["--app-dir", str(BENCH)],
-        ) as s:
-            ceiling = bench_ceiling(s)
+        ceiling: list[Result] = []
+        if not args.flood_only:
+            with serve(
+                "ceiling",
+                "ceiling:app",
+                {**os.environ, "PYTHONPATH": str(ROOT)},
+                ["--app-dir", str(BENCH)],
+            ) as s:
+                ceiling = bench_ceiling(s)
         secret = secrets.token_urlsafe(48)  # 64 characters
-        env = app_env(ENVIRONMENT="production", SECRET_KEY=secret)
+        env = app_env(
+            ENVIRONMENT="production",
+            SECRET_KEY=secret,
+            LOGIN_MAX_FAILURES_PER_ADDRESS=FLOOD_ADDRESS_BUDGET,
+        )
         with serve("app", "todoapp.main:app", env, []) as s:
             data = write_lua_data(demo_users(s.base))
             log(f"tokens and todo ids of {DEMO_USERS} demo users in {data}")
+            if args.flood_only:
+                print("\n" + table(bench_login_flood(s, data)), flush=True)
+                return 0
             run.rows = bench_app(s, data, run.memory) + ceiling
             if args.profile:
                 profile(s, data)
