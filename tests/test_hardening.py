@@ -40,7 +40,7 @@ from tests.conftest import (
     settings_for_tests,
 )
 from todoapp.config import get_settings
-from todoapp.logsafe import loggable
+from todoapp.logs import loggable
 from todoapp.main import create_app
 from todoapp.middleware import RequestContextMiddleware, security_headers
 from todoapp.models import User

@@ -23,6 +23,25 @@ SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 HANDLER_NAME = "todoapp"
 
 
+# Longer texts from a request are cut: a log line is not a place for a 1 MiB path.
+MAX_LOGGED_CHARS = 1000
+
+
+def loggable(text: str) -> str:
+    """A text from the request (a path, a method, a name) made safe for a log line.
+
+    Every control or non-ASCII character, and the backslash, is escaped (`\\r\\n`,
+    `\\x1b`, `\\u202e`), so a request can never write a line break (a forged log
+    line), a terminal escape or a look-alike character into the readable log: one
+    request stays one line, shown as sent. Used by every line that holds such text.
+    """
+    if len(text) > MAX_LOGGED_CHARS:
+        text = text[:MAX_LOGGED_CHARS] + "..."
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text  # the usual case, at the cost of two C-level scans
+    return text.encode("unicode_escape").decode("ascii")
+
+
 def route_template(scope: MutableMapping[str, Any]) -> str:
     """The template of the route that answered (`/todos/{todo_id}`), never the raw path.
 

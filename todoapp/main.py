@@ -38,8 +38,7 @@ from todoapp.errors import (
 )
 from todoapp.fastlane import TodoListFastLane, on_loop_reads
 from todoapp.frontend import install_frontend
-from todoapp.logs import configure_logging
-from todoapp.logsafe import loggable
+from todoapp.logs import configure_logging, loggable
 from todoapp.mailer import LogTransport, MailWorker, make_transport
 from todoapp.metrics import MetricsMiddleware
 from todoapp.middleware import RequestContextMiddleware

@@ -9,8 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from todoapp.logs import route_template
-from todoapp.logsafe import loggable
+from todoapp.logs import loggable, route_template
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -76,7 +75,7 @@ class RequestContextMiddleware:
     a Content-Length or chunked; a body within the limit is handed on unchanged.
     The log line holds method, path, status, duration and request id: never the
     query string, headers or body, where tokens and passwords travel; the path is
-    escaped (logsafe.loggable), so that one request is always one line.
+    escaped (logs.loggable), so that one request is always one line.
 
     Every answer also gets the security headers (see security_headers), and a HEAD
     request is answered as its GET would be, without the body.
