@@ -406,6 +406,14 @@ def test_token_answers_are_never_stored(client: TestClient) -> None:
     assert "no-store" not in client.get("/healthz").headers.get("cache-control", "")
 
 
+def test_token_answers_are_never_stored_behind_a_path_prefix(app: FastAPI) -> None:
+    with TestClient(app, root_path="/api") as client:
+        register(client, "ada")
+        response = client.post("/api/auth/token", data={"username": "ada", "password": PASSWORD})
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+
+
 def test_every_answer_says_nosniff(client: TestClient, alice: Account) -> None:
     answers = [
         client.get("/healthz"),

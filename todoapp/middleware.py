@@ -115,6 +115,9 @@ class RequestContextMiddleware:
         status_holder = [500]
         started_response = [False]
         path = scope["path"]
+        root_path = scope.get("root_path", "")
+        # The path the app routes on, also when mounted under a prefix behind a proxy.
+        app_path = path[len(root_path) :] if root_path and path.startswith(root_path) else path
         head = scope["method"] == "HEAD"
         inner_scope = {**scope, "method": "GET"} if head else scope
 
@@ -122,7 +125,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 started_response[0] = True
                 status_holder[0] = message["status"]
-                headers = security_headers(path, message.get("headers", []))
+                headers = security_headers(app_path, message.get("headers", []))
                 message["headers"] = [*headers, id_header]
             elif head and message["type"] == "http.response.body":
                 # The GET's headers (Content-Length included), none of its body.
