@@ -157,6 +157,14 @@ def test_registration_and_password_changes_share_the_hashing_limit(
         assert client.post("/auth/register", json=body).status_code == 201
 
 
+@pytest.mark.parametrize(
+    ("threads", "slots", "turns"), [(20, 2, 2), (4, 8, 3), (2, 2, 1), (1, 2, 1)]
+)
+def test_hashing_never_gets_every_thread(threads: int, slots: int, turns: int) -> None:
+    settings = settings_for_tests(worker_threads=threads, hashing_slots=slots)
+    assert settings.hashing_turns == turns
+
+
 def test_hashing_runs_on_threads_of_lower_cpu_priority(client: TestClient) -> None:
     register(client, "ada")
     assert login(client, "ada")

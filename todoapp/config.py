@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Only ever accepted when ENVIRONMENT=development; see Settings.check_secret_key.
@@ -106,11 +106,10 @@ class Settings(BaseSettings):
         # `SECRET_KEY=` (as in .env.example) means "not set", never an empty key.
         return DEVELOPMENT_SECRET_KEY if isinstance(value, str) and not value.strip() else value
 
-    @model_validator(mode="after")
-    def _hashing_leaves_threads_free(self) -> "Settings":
-        if self.worker_threads > 1 and self.hashing_slots >= self.worker_threads:
-            raise ValueError("HASHING_SLOTS must be below WORKER_THREADS")
-        return self
+    @property
+    def hashing_turns(self) -> int:
+        """HASHING_SLOTS, kept below WORKER_THREADS: hashing never takes every thread."""
+        return max(1, min(self.hashing_slots, self.worker_threads - 1))
 
     @property
     def secure_cookies(self) -> bool:

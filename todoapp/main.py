@@ -167,7 +167,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         logging.getLogger("uvicorn.access").disabled = True
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         app.state.admission = asyncio.Semaphore(settings.worker_threads)  # this loop's own
-        app.state.hashing = asyncio.Semaphore(settings.hashing_slots)
+        app.state.hashing = asyncio.Semaphore(settings.hashing_turns)
         try:
             problem = database.schema_problem()
         except Exception as exc:  # the app still starts; /readyz reports it
@@ -219,7 +219,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.session_source = SessionSource(database)
     # Remade at start-up for the serving loop; see deps.get_session_source.
     app.state.admission = asyncio.Semaphore(settings.worker_threads)
-    app.state.hashing = asyncio.Semaphore(settings.hashing_slots)  # remade likewise
+    app.state.hashing = asyncio.Semaphore(settings.hashing_turns)  # remade likewise
     app.state.login_throttle = LoginThrottle(
         make_failure_store(
             settings.redis_url, settings.login_window_seconds, settings.redis_key_prefix

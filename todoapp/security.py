@@ -58,7 +58,7 @@ def _lower_priority() -> None:
 @lru_cache
 def _hashing_threads() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(
-        max_workers=get_settings().hashing_slots,
+        max_workers=get_settings().hashing_turns,
         thread_name_prefix="todoapp-hashing",
         initializer=_lower_priority,
     )
