@@ -213,22 +213,23 @@ def _nested_header_token() -> str:
     return token
 
 
-def _signed(sub: str) -> str:
-    now = int(time.time())
-    claims = {"sub": sub, "iat": now, "exp": now + 600, "ver": 0}
+def _signed(account: Account, sub: str) -> str:
+    """The account's own token, signed with the app's key, with only `sub` changed."""
+    claims = jwt.get_unverified_claims(account.token)
+    claims["sub"] = sub
     return jwt.encode(claims, get_settings().secret_key, algorithm="HS256")
 
 
 _ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 MALFORMED: dict[str, Callable[[Account], str]] = {
     "nested-json-header": lambda a: _nested_header_token(),
-    "superscript-digit-sub": lambda a: _signed("²"),
-    "arabic-indic-digits-of-a-real-id": lambda a: _signed(str(a.id).translate(_ARABIC_INDIC)),
+    "superscript-digit-sub": lambda a: _signed(a, "²"),
+    "arabic-indic-digits-of-a-real-id": lambda a: _signed(a, str(a.id).translate(_ARABIC_INDIC)),
     "fullwidth-digits-of-a-real-id": lambda a: _signed(
-        "".join(chr(ord(c) + 0xFEE0) for c in str(a.id))
+        a, "".join(chr(ord(c) + 0xFEE0) for c in str(a.id))
     ),
-    "zero-padded-id": lambda a: _signed("0" + str(a.id)),
-    "id-with-a-newline": lambda a: _signed(f"{a.id}\n"),
+    "zero-padded-id": lambda a: _signed(a, "0" + str(a.id)),
+    "id-with-a-newline": lambda a: _signed(a, f"{a.id}\n"),
 }
 
 
@@ -241,6 +242,10 @@ def test_malformed_tokens_are_401_on_the_routes_and_on_the_fast_lane(
     with TestClient(real_app()) as client:
         account = make_account(client, "alice")
         assert client.get("/todos", headers=account.headers).status_code == 200
+        # The same claims with the plain sub are a good token: only the sub is wrong.
+        assert client.get("/users/me", headers=account.headers).status_code == 200
+        resigned = {"Authorization": f"Bearer {_signed(account, str(account.id))}"}
+        assert client.get("/users/me", headers=resigned).status_code == 200
         headers = {"Authorization": f"Bearer {make_token(account)}"}
         with caplog.at_level(logging.INFO):
             for path in ("/users/me", "/todos", "/todos?limit=5", "/todos?sort=-id"):
