@@ -262,6 +262,16 @@ def committed_client(pg_backend: Backend) -> Iterator[TestClient]:
             connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
 
 
+def empty_tables(backend: Backend) -> None:
+    """Remove committed rows (tests on committed data clean up with this)."""
+    with backend.engine.begin() as connection:
+        if backend.is_postgres:
+            connection.execute(text("TRUNCATE todos, sessions, users RESTART IDENTITY CASCADE"))
+        else:
+            for table in ("todos", "sessions", "users"):
+                connection.execute(text(f"DELETE FROM {table}"))
+
+
 # --- users and tokens ----------------------------------------------------------
 @dataclass
 class Account:

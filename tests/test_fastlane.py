@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, Backend, login, register, settings_for_tests
+from tests.conftest import PASSWORD, Backend, empty_tables, login, register, settings_for_tests
 from todoapp import fastlane
 from todoapp.main import create_app
 
@@ -25,12 +25,7 @@ def real_client(backend: Backend) -> Iterator[TestClient]:
         with TestClient(app) as client:
             yield client
     finally:
-        with backend.engine.begin() as connection:
-            if backend.is_postgres:
-                connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
-            else:
-                connection.execute(text("DELETE FROM todos"))
-                connection.execute(text("DELETE FROM users"))
+        empty_tables(backend)
 
 
 @pytest.fixture

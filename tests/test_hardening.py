@@ -34,6 +34,7 @@ from tests.conftest import (
     Account,
     AppFactory,
     Backend,
+    empty_tables,
     login,
     make_account,
     register,
@@ -66,12 +67,7 @@ def real_app(backend: Backend) -> Iterator[Callable[..., FastAPI]]:
     try:
         yield make
     finally:
-        with backend.engine.begin() as connection:
-            if backend.is_postgres:
-                connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
-            else:
-                connection.execute(text("DELETE FROM todos"))
-                connection.execute(text("DELETE FROM users"))
+        empty_tables(backend)
 
 
 def _give_slow_hash(backend: Backend, username: str) -> None:
