@@ -33,12 +33,6 @@ def test_sigterm_first_fails_readyz_while_serving_then_shuts_down_gracefully(
         {"DATABASE_URL": url, "DRAIN_SECONDS": str(DRAIN)}, tmp_path / "server.log", workers=2
     )
     server.wait_ready()
-    # Both workers must be serving (each drains): /readyz answered by one says nothing
-    # of the other, still starting on a busy machine.
-    deadline = time.monotonic() + 60
-    while server.log_text().count("Application startup complete") < 2:
-        assert time.monotonic() < deadline, server.log_text()
-        time.sleep(0.1)
     keep_alive = httpx.Client(base_url=server.url, timeout=30.0, trust_env=False)
     fresh_statuses: list[tuple[float, int]] = []
     kept: list[tuple[float, int, str]] = []
