@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
@@ -600,6 +601,37 @@ def test_shutdown_stops_the_worker_and_hands_back_what_it_claimed(
         smtp_server.wait_for(6)
         wait_until_settled(url)
     _each_arrived_once(smtp_server, names)
+
+
+def _eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.02)
+
+
+def test_the_mail_metrics_count_queued_failed_and_sent_and_show_the_wait(
+    url: str, smtp_server: SmtpServer
+) -> None:
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    names = ("todoapp_mail_queued_total", "todoapp_mail_failed_total", "todoapp_mail_sent_total")
+    before = {name: sample(name) for name in names}
+    smtp_server.stop()
+    with serving(mail_settings(url, smtp_server)) as client:
+        register(client, "ann")
+        # Two attempts have failed once the third is claimed.
+        _eventually(lambda: query(url, "SELECT attempts FROM mail_outbox")[0][0] >= 3)
+        _eventually(lambda: sample("todoapp_mail_oldest_queued_age_seconds") > 0)
+        smtp_server.start()
+        smtp_server.wait_for(1)
+        wait_until_settled(url)
+        _eventually(lambda: sample("todoapp_mail_oldest_queued_age_seconds") == 0)
+    after = {name: sample(name) - before[name] for name in names}
+    assert after["todoapp_mail_queued_total"] == 1
+    assert after["todoapp_mail_failed_total"] >= 2
+    assert after["todoapp_mail_sent_total"] == 1
 
 
 @pytest.mark.postgres_only

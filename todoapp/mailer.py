@@ -20,6 +20,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 from typing import Protocol
 
+from todoapp import metrics
 from todoapp.config import Settings
 from todoapp.database import Database, SchemaNotReady
 from todoapp.services import mail
@@ -162,9 +163,11 @@ class MailWorker:
         if time.monotonic() >= self._next_purge:
             mail.purge(self.database, self.settings)
             self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS
-        if self.transport is None:
-            return 0
-        if not self.database.read(lambda connection: mail.anything_due(connection, mail.utcnow())):
+        state = self.database.read(mail.queue_state)
+        now = mail.utcnow()
+        waited = (now - state.oldest).total_seconds() if state.oldest else 0.0
+        metrics.MAIL_OLDEST_QUEUED_AGE.set(max(waited, 0.0))
+        if self.transport is None or state.next_due is None or state.next_due > now:
             return 0
         sent = 0
         try:
@@ -191,6 +194,7 @@ class MailWorker:
         if claimed.created_at < mail.utcnow() - timedelta(hours=settings.mail_give_up_hours):
             with self.database.session_factory() as db:
                 mail.give_up(db, claimed.id, "not delivered within MAIL_GIVE_UP_HOURS")
+            metrics.MAIL_FAILED.inc()
             logger.error(
                 "mail %d (%s) given up after %d attempts",
                 claimed.id,
@@ -214,6 +218,7 @@ class MailWorker:
                 settings.mail_retry_max_seconds,
             )
             reason = _reason(exc)
+            metrics.MAIL_FAILED.inc()
             with self.database.session_factory() as db:
                 mail.retry_later(db, claimed, prepared.token_id, reason, timedelta(seconds=pause))
             logger.warning(
@@ -227,6 +232,7 @@ class MailWorker:
             return False
         # Accepted by the server. Should the mark fail (a crash, the database gone),
         # the claim runs out and the mail goes again: twice at worst, never lost.
+        metrics.MAIL_SENT.inc()
         with self.database.session_factory() as db:
             mail.mark_sent(db, claimed.id)
         logger.info("mail %d (%s) sent", claimed.id, claimed.kind)

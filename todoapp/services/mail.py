@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, delete, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from todoapp import security
+from todoapp import metrics, security
 from todoapp.config import Settings
 from todoapp.database import Database
 from todoapp.errors import InvalidInput
@@ -38,6 +38,7 @@ def utcnow() -> datetime:
 def queue(db: Session, *, kind: str, recipient: str, user_id: int | None = None) -> None:
     """Add a mail to the outbox; it is sent once the caller's transaction commits."""
     now = utcnow()
+    metrics.MAIL_QUEUED.inc()
     db.add(
         OutboxMail(
             kind=kind,
@@ -135,10 +136,30 @@ def _due(now: datetime) -> list[ColumnElement[bool]]:
     return [OutboxMail.status == "queued", OutboxMail.next_attempt_at <= now]
 
 
-def anything_due(connection: Connection, now: datetime) -> bool:
-    """A cheap read: is any mail due? (The claim itself needs a write.)"""
-    found = connection.execute(select(OutboxMail.id).where(*_due(now)).limit(1)).first()
-    return found is not None
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    oldest: datetime | None  # when the oldest mail still waiting was queued
+    next_due: datetime | None  # when the next one is due
+
+
+def queue_state(connection: Connection) -> QueueState:
+    """A cheap read over the waiting mail (the partial index on queued rows): is any
+    due, and how long has the oldest waited? The claim itself needs a write."""
+    oldest, next_due = connection.execute(
+        select(func.min(OutboxMail.created_at), func.min(OutboxMail.next_attempt_at)).where(
+            OutboxMail.status == "queued"
+        )
+    ).one()
+    return QueueState(_aware(oldest), _aware(next_due))
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    # An aggregate loses the column's type: SQLite gives text, PostgreSQL a datetime.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
 
 
 def claim_next(db: Session, now: datetime, claim_for: timedelta) -> ClaimedMail | None:
