@@ -37,8 +37,9 @@ class LiveServer:
         cwd: Path = ROOT,
         python: str = sys.executable,
         graceful_seconds: int = 20,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log_path = log_path
         self.workers = workers

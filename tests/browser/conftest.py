@@ -9,12 +9,8 @@ xdist worker (one server, one browser), and each test gets a fresh browser conte
 
 import email
 import email.policy
-import os
 import re
 import secrets
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -42,10 +38,9 @@ from playwright.sync_api import Response as PlaywrightResponse
 from sqlalchemy import create_engine, text
 
 from tests.conftest import PASSWORD, migrate
+from tests.live import HOST, ROOT, LiveServer, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-HOST = "127.0.0.1"
 SHOTS = ROOT / "build" / "web"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -67,13 +62,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.xdist_group("browser"))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- mail: a real SMTP server on a free port ----------------------------------------
@@ -154,70 +142,37 @@ def outbox() -> Iterator[Outbox]:
 class Server:
     base: str
     database_url: str
-    log: Path
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base, timeout=15)
+        return httpx.Client(base_url=self.base, timeout=15, trust_env=False)
 
 
 @pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory, outbox: Outbox) -> Iterator[Server]:
+    """`uvicorn todoapp.main:app` on a migrated SQLite file, mailing the catcher."""
     workdir = tmp_path_factory.mktemp("web")
     database_url = f"sqlite:///{workdir / 'web.db'}"
     migrate(database_url)
     port = free_port()
     base = f"http://{HOST}:{port}"
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(
-        DATABASE_URL=database_url,
-        SECRET_KEY=secrets.token_urlsafe(48),
-        ENVIRONMENT="test",
-        BCRYPT_ROUNDS="4",
-        LOG_LEVEL="INFO",
-        SMTP_HOST=HOST,
-        SMTP_PORT=str(outbox.port),
-        SMTP_SECURITY="none",
-        MAIL_FROM="todoapp@example.com",
-        PASSWORD_RESET_URL=f"{base}/#/reset-password?token={{token}}",
-        EMAIL_VERIFY_URL=f"{base}/#/verify-email?token={{token}}",
-    )
-    log = workdir / "server.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "todoapp.main:app",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-    ]
-    with log.open("w") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    settings = {
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ENVIRONMENT": "test",  # not development: the refresh cookie is Secure, as deployed
+        "SMTP_HOST": HOST,
+        "SMTP_PORT": str(outbox.port),
+        "SMTP_SECURITY": "none",
+        "MAIL_FROM": "todoapp@example.com",
+        "MAIL_POLL_SECONDS": "0.2",
+        "PASSWORD_RESET_URL": f"{base}/#/reset-password?token={{token}}",
+        "EMAIL_VERIFY_URL": f"{base}/#/verify-email?token={{token}}",
+    }
+    live = LiveServer(settings, workdir / "server.log", port=port)
     try:
-        wait_until_ready(process, base, log)
-        yield Server(base, database_url, log)
+        live.wait_ready()
+        yield Server(base, database_url)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_until_ready(process: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"the server was not ready in 60 s:\n{log.read_text()[-3000:]}")
+        live.stop()
 
 
 # --- people ----------------------------------------------------------------------------
