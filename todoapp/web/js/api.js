@@ -74,7 +74,11 @@ function keepToken(body) {
   // 401 is still handled (one refresh, one retry) when a timer was late.
   const seconds = Math.max(Number(body.expires_in) - 60, 15);
   refreshTimer = setTimeout(() => {
-    refresh().catch(() => {});
+    refresh()
+      .then((renewed) => {
+        if (!renewed) dropToken("expired");
+      })
+      .catch(() => {}); // the server could not be asked: the next request tries again
   }, seconds * 1000);
 }
 
