@@ -198,3 +198,26 @@ def test_sign_out_returns_to_sign_in_and_stays_signed_out(
     page.get_by_label("Password").fill(PASSWORD)
     sign_in_form.click()
     expect(page.get_by_role("heading", name="Profile")).to_be_visible()
+
+
+def test_a_401_is_answered_by_one_refresh_and_one_retry(
+    page: Page, watch: Watch, make_person: Callable[..., Person]
+) -> None:
+    # An access token that expired on the way (standing in for 30 minutes of waiting):
+    # the page refreshes once, retries once, and the person notices nothing.
+    watch.allow(401)
+    una = make_person("una")
+    sign_in(page, una.username)
+    refreshes: list[str] = []
+    page.on("request", lambda r: refreshes.append(r.url) if "/auth/refresh" in r.url else None)
+    expired = {"status": 401, "json": {"detail": "token expired"}}
+    page.route(
+        "**/todos?*",
+        lambda route: route.fulfill(**expired, headers={"WWW-Authenticate": "Bearer"}),
+        times=1,
+    )
+    page.get_by_role("radio", name="Open").check()
+    expect(page.get_by_text("Nothing to do yet")).to_be_hidden()
+    expect(page.get_by_text("No todos match.")).to_be_visible()
+    assert len(refreshes) == 1
+    expect(page.get_by_role("button", name="Sign out", exact=True)).to_be_visible()
