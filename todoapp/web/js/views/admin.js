@@ -71,14 +71,16 @@ function usersPanel(app) {
     if (q) params.set("q", q);
     return params.toString();
   };
+  const gone = new Set(); // deleted here: a page read before the delete must not bring them back
   const pages = pager("/admin/users", query, (data, next) => {
     if (!next) {
       list.replaceChildren();
       shown = 0;
       total = typeof data.total === "number" ? data.total : null;
     }
-    list.append(...data.items.map(row));
-    shown += data.items.length;
+    const items = data.items.filter((user) => !gone.has(user.id));
+    list.append(...items.map(row));
+    shown += items.length;
     update();
   });
 
@@ -161,6 +163,7 @@ function usersPanel(app) {
       if (!window.confirm(`Delete the account ${user.username} and all its todos? This cannot be undone.`)) return;
       try {
         await api("DELETE", `/admin/users/${user.id}`);
+        gone.add(user.id);
       } catch (error) {
         if (!(error instanceof ApiError && (error.status === 401 || error.status === 404))) {
           app.notify(describe(error, "that user"), { kind: "error" });
@@ -200,16 +203,18 @@ function todosPanel(app) {
     if (q) params.set("q", q);
     return params.toString();
   };
+  const gone = new Set(); // deleted here: a page read before the delete must not bring them back
   const pages = pager("/admin/todos", query, (data, next) => {
     if (!next) {
       list.replaceChildren();
       shown = 0;
       total = typeof data.total === "number" ? data.total : null;
     }
-    list.append(...data.items.map(row));
-    shown += data.items.length;
+    const items = data.items.filter((todo) => !gone.has(todo.id));
+    list.append(...items.map(row));
+    shown += items.length;
     update();
-    nameOwners(data.items);
+    nameOwners(items);
   });
 
   function update() {
@@ -271,6 +276,7 @@ function todosPanel(app) {
         if (!window.confirm("Delete this todo of another user? This cannot be undone.")) return;
         try {
           await api("DELETE", `/admin/todos/${todo.id}`);
+          gone.add(todo.id);
         } catch (error) {
           if (!(error instanceof ApiError && (error.status === 401 || error.status === 404))) {
             app.notify(describe(error, "that todo"), { kind: "error" });

@@ -101,8 +101,8 @@ export function todosView(app) {
       ? h(
           "p",
           { class: "message message-info" },
-          "Your email address is not verified yet. ",
-          h("a", { href: "#/profile" }, "Verify it from your profile"),
+          "Your email address is not verified yet: open the link we mailed you, or ",
+          h("a", { href: "#/profile" }, "send a new link"),
           ".",
         )
       : null;
@@ -201,14 +201,16 @@ export function todosView(app) {
   let total = null;
   let shown = 0;
 
+  const gone = new Set(); // deleted here: a page read before the delete must not bring them back
   const pages = pager("/todos", (extra) => listQuery(settings, extra), (data, next) => {
     if (!next) {
       list.replaceChildren();
       shown = 0;
       total = typeof data.total === "number" ? data.total : null;
     }
-    for (const todo of data.items) list.append(item(todo));
-    shown += data.items.length;
+    const items = data.items.filter((todo) => !gone.has(todo.id));
+    for (const todo of items) list.append(item(todo));
+    shown += items.length;
     update();
   });
 
@@ -302,6 +304,7 @@ export function todosView(app) {
       busy(remove, async () => {
         try {
           await api("DELETE", `/todos/${todo.id}`);
+          gone.add(todo.id);
         } catch (error) {
           if (error instanceof ApiError && error.status === 404) {
             removed(li);
