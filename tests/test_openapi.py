@@ -153,3 +153,30 @@ def test_responses_never_document_a_password_or_hash(document: dict[str, Any]) -
     for name in ("UserOut", "TodoOut", "Token"):
         properties = document["components"]["schemas"][name]["properties"]
         assert not any("password" in p or "hash" in p for p in properties)
+
+
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def test_every_405_lists_exactly_the_methods_of_its_path() -> None:
+    # Each documented path, with each method it does not answer: 405 whose Allow
+    # names exactly the path's methods (not just those of the first route matched).
+    app = create_app()
+    paths: dict[str, set[str]] = {}
+    for method, path in EXPECTED:
+        paths.setdefault(path, set()).add(method)
+    client = TestClient(app)
+    checked = 0
+    for template, methods in paths.items():
+        path = template.replace("{todo_id}", "1").replace("{user_id}", "1")
+        for method in ALL_METHODS:
+            if method in methods:
+                continue
+            response = client.request(method, path)
+            assert response.status_code == 405, (method, path)
+            allowed = [m for m in ALL_METHODS if m in methods]
+            assert response.headers["allow"] == ", ".join(allowed), (method, path)
+            checked += 1
+    assert checked > 50
+    assert client.options("/todos").headers["allow"] == "GET, POST"
+    assert client.options("/admin/users/7").headers["allow"] == "GET, PATCH, DELETE"
