@@ -173,6 +173,27 @@ def head_revision() -> str:
     return head
 
 
+def _in_autocommit(connection: Connection, work: Callable[[Connection], T]) -> T:
+    """work(connection) with psycopg2's autocommit on, and off again after.
+
+    Set on the driver's connection, not as SQLAlchemy's isolation_level option: that
+    one is reset when the connection goes back to the pool, and a reset that meets a
+    connection the database just dropped raises the driver's own error from inside the
+    pool (unwrapped, so a 500) and loses the pool its slot. psycopg2's flag is local:
+    setting it never touches the network.
+    """
+    driver = connection.connection.dbapi_connection
+    assert driver is not None
+    driver.autocommit = True
+    try:
+        return work(connection)
+    finally:
+        try:
+            driver.autocommit = False
+        except connection.dialect.loaded_dbapi.Error:
+            connection.invalidate()  # closed under us: the pool makes a new one
+
+
 class Database:
     """The engine and session factory, plus what /readyz and start-up need to know."""
 
@@ -181,10 +202,9 @@ class Database:
         self.session_factory = make_session_factory(engine)
         # Reads on PostgreSQL run in autocommit: no BEGIN and ROLLBACK round trips; on
         # SQLite they skip the write lock that other transactions take up front.
+        self._autocommit_reads = engine.dialect.name == "postgresql"
         self.read_engine = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else engine.execution_options(sqlite_begin="DEFERRED")
+            engine if self._autocommit_reads else engine.execution_options(sqlite_begin="DEFERRED")
         )
         self.head = head_revision()
         self._schema_ready = False
@@ -201,6 +221,8 @@ class Database:
             for attempt in (1, 2):
                 try:
                     with self.read_engine.connect() as connection:
+                        if self._autocommit_reads:
+                            return _in_autocommit(connection, work)
                         return work(connection)
                 except DBAPIError as exc:
                     if attempt == 2 or not exc.connection_invalidated:
