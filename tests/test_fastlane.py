@@ -223,7 +223,13 @@ def test_a_user_without_todos_gets_the_same_empty_page_from_the_lane(
     assert lane_calls[0] == quick.content  # the lane's own answer
     assert quick.status_code == 200
     assert quick.content == slow.content
-    assert quick.json() == {"items": [], "total": 0, "limit": 20, "offset": 0}
+    assert quick.json() == {
+        "items": [],
+        "total": 0,
+        "limit": 20,
+        "offset": 0,
+        "next_cursor": None,
+    }
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -293,3 +299,20 @@ def test_with_no_fast_lane_connections_the_lane_reads_in_a_thread(
     finally:
         with backend.engine.begin() as connection:
             connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
+
+
+def test_the_lanes_next_cursor_continues_the_listing(
+    real_client: TestClient, headers: dict[str, str], lane_calls: list[Any]
+) -> None:
+    first = real_client.get("/todos?limit=10", headers=headers)
+    assert lane_calls == [first.content]  # the lane's own answer
+    cursor = first.json()["next_cursor"]
+    assert cursor is not None
+    titles = [item["title"] for item in first.json()["items"]]
+    while cursor is not None:
+        page = real_client.get(f"/todos?limit=10&cursor={cursor}", headers=headers).json()
+        assert (page["total"], page["offset"]) == (None, 0)
+        titles += [item["title"] for item in page["items"]]
+        cursor = page["next_cursor"]
+    assert titles == [f"todo {n}" for n in range(25)]
+    assert len(lane_calls) == 1  # cursor pages go to the app

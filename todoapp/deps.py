@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session
 
 from todoapp import metrics, security
 from todoapp.database import Database
-from todoapp.errors import NotAuthenticated, PermissionDenied, Unavailable
+from todoapp.errors import InvalidQuery, NotAuthenticated, PermissionDenied, Unavailable
 from todoapp.models import User
 from todoapp.schemas import SearchText
 from todoapp.security import TokenClaims
 from todoapp.services import users
+from todoapp.services.paging import CURSOR_WITH_OFFSET, Window
 from todoapp.services.todos import SortKey, TodoQuery
 from todoapp.throttle import LoginThrottle
 
@@ -203,6 +204,30 @@ async def todo_query(
 
 
 TodoQueryDep = Annotated[TodoQuery, Depends(todo_query)]
+
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=2048,
+        description="`next_cursor` of the previous page: continues the same listing "
+        "(same filters and sort; no `offset`).",
+    ),
+]
+
+
+async def window(
+    request: Request, limit: Limit = 20, offset: Offset = 0, cursor: Cursor = None
+) -> Window:
+    """The rows a list request asks for: after `offset` rows, or after a cursor's row.
+
+    A cursor page takes no `offset` at all, not even 0 (422).
+    """
+    if cursor is not None and "offset" in request.query_params:
+        raise InvalidQuery("offset", CURSOR_WITH_OFFSET)
+    return Window(limit=limit, offset=0 if cursor is not None else offset, cursor=cursor)
+
+
+WindowDep = Annotated[Window, Depends(window)]
 
 
 # --- conditional requests: ETag, If-Match, If-None-Match -----------------------

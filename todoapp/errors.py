@@ -45,3 +45,12 @@ class Unavailable(DomainError):
 
 class PreconditionFailed(DomainError):
     """An `If-Match` that no longer holds: the resource changed since it was read (412)."""
+
+
+class InvalidQuery(DomainError):
+    """A query parameter the service refused, e.g. a tampered cursor (422, in the shape
+    of FastAPI's own field errors)."""
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(detail)
+        self.parameter = parameter

@@ -30,7 +30,8 @@ from todoapp.database import Database
 from todoapp.deps import MAX_ID, admit, get_session_source
 from todoapp.pg_async import AsyncReader, PreparedStatement, ReadFailed
 from todoapp.routers.todos import page_json, todo_page_json
-from todoapp.services.todos import TodoQuery, first_page_with_token_check
+from todoapp.services.paging import Window
+from todoapp.services.todos import TodoQuery, cursor_after, first_page_with_token_check
 from todoapp.services.users import token_params
 
 Scope = MutableMapping[str, Any]
@@ -146,7 +147,7 @@ class TodoListFastLane:
         metrics.THREADS_IN_USE.inc()
         try:
             return await run_in_threadpool(
-                todo_page_json, state.session_source, claims, _DEFAULT_QUERY, limit, offset
+                todo_page_json, state.session_source, claims, _DEFAULT_QUERY, Window(limit, offset)
             )
         except Exception:  # revoked, unavailable, not migrated...: the app will say which
             metrics.FAST_LANE_HANDOVERS.labels("read_failed").inc()
@@ -172,7 +173,8 @@ class OnLoopReads:
         self._warned_at: float | None = None
 
     async def page(self, claims: security.TokenClaims, limit: int, offset: int) -> bytes | None:
-        params = {**token_params(claims), "limit": limit, "offset": offset}
+        # One more row than the page tells whether a next page follows.
+        params = {**token_params(claims), "limit": limit + 1, "offset": offset}
         metrics.LANE_IN_USE.inc()
         try:
             rows = await self.reader.fetch_all(self.statement, params)
@@ -189,9 +191,12 @@ class OnLoopReads:
             if offset:
                 metrics.FAST_LANE_HANDOVERS.labels("past_end").inc()
                 return None  # past the end: the app counts the total
-            return page_json([], 0, limit, offset)
-        items = [dict(zip(self.columns, row, strict=False)) for row in rows]
-        return page_json(items, rows[0][-1], limit, offset)
+            return page_json([], 0, limit, offset, None)
+        items = [dict(zip(self.columns, row, strict=False)) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = cursor_after(TodoQuery(owner_id=claims.user_id), items[-1])
+        return page_json(items, rows[0][-1], limit, offset, next_cursor)
 
     def _warn(self, exc: ReadFailed) -> None:
         # Such requests are still answered (by the app), at twice the database work:

@@ -29,6 +29,7 @@ from todoapp.errors import (
     Conflict,
     DomainError,
     InvalidInput,
+    InvalidQuery,
     NotAuthenticated,
     NotFound,
     PermissionDenied,
@@ -111,6 +112,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers["Retry-After"] = str(exc.retry_after)
         return JSONResponse({"detail": exc.detail}, status_code=status, headers=headers)
 
+    async def invalid_query(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, InvalidQuery)
+        error = {"type": "value_error", "loc": ["query", exc.parameter], "msg": exc.detail}
+        return AsciiJSONResponse({"detail": [error]}, status_code=422)
+
     async def schema_not_ready(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
@@ -145,6 +151,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(InvalidQuery, invalid_query)
     app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(SchemaNotReady, schema_not_ready)
     for kind in (OperationalError, DisconnectionError, PoolTimeoutError, DBAPIError):

@@ -71,12 +71,38 @@ class UtcDateTime(TypeDecorator[datetime]):
         return to_utc
 
 
+def _sorted_by(name: str, *leading: str, key: str) -> tuple[Index, Index]:
+    """The indexes of one sort: (..., key, id) ascending, and (..., key, -id), which read
+    backwards is "key descending, id ascending" (see services.todos._order_by)."""
+
+    def part(sql: str) -> Any:
+        return text(sql) if "(" in sql else sql  # an expression, or a column's name
+
+    columns = [part(column) for column in (*leading, key)]
+    return (
+        Index(f"ix_todos_{name}", *columns, "id"),
+        Index(f"ix_todos_{name}_desc", *columns, text("(-id)")),
+    )
+
+
+def _trigram(name: str, *columns: str) -> Index:
+    """PostgreSQL only (pg_trgm): case-insensitive substring search (ILIKE) by index."""
+    return Index(
+        name,
+        *columns,
+        postgresql_using="gin",
+        postgresql_ops=dict.fromkeys(columns, "gin_trgm_ops"),
+        info={"only_on": "postgresql"},
+    ).ddl_if(dialect="postgresql")
+
+
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (
         Index("uq_users_lower_username", func.lower(text("username")), unique=True),
         Index("uq_users_lower_email", func.lower(text("email")), unique=True),
         CheckConstraint("role IN ('user', 'admin')", name="role"),
+        _trigram("ix_users_search", "username", "email", "firstname", "lastname"),
         # SQLite would otherwise hand a deleted user's id to the next new user, and a
         # token still held for the old account would then open the new one.
         {"sqlite_autoincrement": True},
@@ -103,8 +129,18 @@ class User(Base):
 
 class Todo(Base):
     __tablename__ = "todos"
+    # Migration 0005 makes these: one per shape of list query (see its docstring).
     __table_args__ = (
         CheckConstraint("priority BETWEEN 1 AND 5", name="priority"),
+        Index("ix_todos_owner_id_id", "owner_id", "id"),
+        Index("ix_todos_owner_complete", "owner_id", "complete", "id"),
+        *_sorted_by("owner_priority", "owner_id", key="priority"),
+        *_sorted_by("owner_title", "owner_id", key="lower(title)"),
+        *_sorted_by("owner_created", "owner_id", key="created_at"),
+        *_sorted_by("priority", key="priority"),
+        *_sorted_by("title", key="lower(title)"),
+        *_sorted_by("created", key="created_at"),
+        _trigram("ix_todos_search", "title", "description"),
         {"sqlite_autoincrement": True},
     )
     __mapper_args__ = {"eager_defaults": True}
@@ -114,7 +150,7 @@ class Todo(Base):
     description: Mapped[str] = mapped_column(String(200), server_default="")
     priority: Mapped[int] = mapped_column(Integer)
     complete: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
-    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=FetchedValue())
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime, server_default=FetchedValue(), onupdate=utcnow()

@@ -308,9 +308,15 @@ ItemT = TypeVar("ItemT")
 
 class Page(BaseModel, Generic[ItemT]):
     items: list[ItemT]
-    total: int
+    total: int | None = Field(
+        description="How many rows match the filters; null on a cursor page (not counted)."
+    )
     limit: int
-    offset: int
+    offset: int = Field(description="Rows skipped; 0 on a cursor page.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` (same filters and sort) for the next page; "
+        "null on the last page."
+    )
 
 
 class ErrorOut(BaseModel):

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from todoapp.deps import AdminUser, IdPath, Limit, Offset, SessionDep, TodoQueryDep
+from todoapp.deps import AdminUser, IdPath, SessionDep, TodoQueryDep, WindowDep
 from todoapp.routers.responses import AUTHED, BODY, errors
 from todoapp.routers.todos import page_of_todos
 from todoapp.schemas import AdminUserUpdate, Page, Role, SearchText, TodoOut, UserOut
@@ -25,13 +25,11 @@ def list_todos(
     _admin: AdminUser,
     db: SessionDep,
     query: TodoQueryDep,
+    window: WindowDep,
     owner_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-    limit: Limit = 20,
-    offset: Offset = 0,
 ) -> Page[TodoOut]:
     scoped = replace(query, owner_id=owner_id)
-    items, total = todos.list_todos(db, scoped, limit=limit, offset=offset)
-    return page_of_todos(items, total, limit, offset)
+    return page_of_todos(todos.list_todos(db, scoped, window), window)
 
 
 @router.delete(
@@ -54,20 +52,24 @@ def delete_todo(todo_id: IdPath, _admin: AdminUser, db: SessionDep) -> None:
 def list_users(
     _admin: AdminUser,
     db: SessionDep,
+    window: WindowDep,
     role: Role | None = None,
     is_active: bool | None = None,
     q: Annotated[
         SearchText | None,
         Query(description="Case-insensitive substring of username, email or names."),
     ] = None,
-    limit: Limit = 20,
-    offset: Offset = 0,
 ) -> Page[UserOut]:
-    found, total = users.list_users(
-        db, users.UserQuery(role=role, is_active=is_active, q=q), limit=limit, offset=offset
-    )
+    page = users.list_users(db, users.UserQuery(role=role, is_active=is_active, q=q), window)
     return Page[UserOut].model_validate(
-        {"items": found, "total": total, "limit": limit, "offset": offset}, from_attributes=True
+        {
+            "items": page.items,
+            "total": page.total,
+            "limit": window.limit,
+            "offset": window.offset,
+            "next_cursor": page.next_cursor,
+        },
+        from_attributes=True,
     )
 
 

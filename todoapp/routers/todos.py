@@ -7,20 +7,19 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 
 from todoapp.deps import (
     IdPath,
     IfMatch,
     IfNoneMatch,
-    Limit,
-    Offset,
     SessionDep,
     SessionSource,
     SessionSourceDep,
     TodoQueryDep,
     TodoUser,
     TokenClaimsDep,
+    WindowDep,
     etag,
     expected_versions,
 )
@@ -28,14 +27,21 @@ from todoapp.routers.responses import AUTHED, BODY, IF_MATCH, IF_NONE_MATCH, err
 from todoapp.schemas import Page, TodoCreate, TodoOut, TodoPatch, TodoReplace
 from todoapp.security import TokenClaims
 from todoapp.services import todos, users
+from todoapp.services.paging import Found, Window
 from todoapp.services.todos import TodoQuery
 
 router = APIRouter(prefix="/todos", tags=["todos"])
 
 
-def page_of_todos(items: object, total: int, limit: int, offset: int) -> Page[TodoOut]:
+def page_of_todos(page: Found[Any], window: Window) -> Page[TodoOut]:
     return Page[TodoOut].model_validate(
-        {"items": items, "total": total, "limit": limit, "offset": offset},
+        {
+            "items": page.items,
+            "total": page.total,
+            "limit": window.limit,
+            "offset": window.offset,
+            "next_cursor": page.next_cursor,
+        },
         from_attributes=True,
     )
 
@@ -47,25 +53,32 @@ def todo_page_json(
     sessions: SessionSource,
     claims: TokenClaims,
     query: TodoQuery,
-    limit: int,
-    offset: int,
+    window: Window,
     *,
     verified_only: bool = False,
 ) -> bytes:
     """The caller's page of todos as JSON: one unit of work, run in a worker thread."""
 
-    def read_page(db: Connection) -> tuple[Sequence[Row[*tuple[Any, ...]]], int]:
+    def read_page(db: Connection) -> Found[Any]:
         owner_id = users.user_id_for_token(db, claims, verified_only=verified_only)
         scoped = replace(query, owner_id=owner_id)
-        return todos.list_todos(db, scoped, limit=limit, offset=offset)
+        return todos.list_todos(db, scoped, window)
 
-    items, total = sessions.read(read_page)
-    return page_json(items, total, limit, offset)
+    page = sessions.read(read_page)
+    return page_json(page.items, page.total, window.limit, window.offset, page.next_cursor)
 
 
-def page_json(items: Sequence[Any], total: int, limit: int, offset: int) -> bytes:
+def page_json(
+    items: Sequence[Any], total: int | None, limit: int, offset: int, next_cursor: str | None
+) -> bytes:
     """A Page[TodoOut] as JSON bytes, from rows or mappings of the todo columns."""
-    page = {"items": items, "total": total, "limit": limit, "offset": offset}
+    page = {
+        "items": items,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next_cursor": next_cursor,
+    }
     return _TODO_PAGE.dump_json(_TODO_PAGE.validate_python(page, from_attributes=True))
 
 
@@ -81,8 +94,7 @@ async def list_todos(
     claims: TokenClaimsDep,
     sessions: SessionSourceDep,
     query: TodoQueryDep,
-    limit: Limit = 20,
-    offset: Offset = 0,
+    window: WindowDep,
 ) -> Response:
     # The hottest route, so it is built for speed (see README, Performance): the token
     # was checked without a thread; the user check and the page (with its total, in one
@@ -90,7 +102,7 @@ async def list_todos(
     # The plainest requests do not even get here: see todoapp/fastlane.py.
     verified_only = request.app.state.settings.require_verified_email
     body = await run_in_threadpool(
-        todo_page_json, sessions, claims, query, limit, offset, verified_only=verified_only
+        todo_page_json, sessions, claims, query, window, verified_only=verified_only
     )
     return Response(body, media_type="application/json")
 

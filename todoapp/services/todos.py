@@ -1,7 +1,8 @@
 """Todos: owner-scoped CRUD, filtering, search, sorting and paging."""
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal, NoReturn
 
@@ -10,12 +11,15 @@ from sqlalchemy import (
     Connection,
     Row,
     Select,
+    String,
     bindparam,
     delete,
     func,
     or_,
     select,
     true,
+    tuple_,
+    type_coerce,
     update,
 )
 from sqlalchemy.orm import Session
@@ -23,17 +27,28 @@ from sqlalchemy.sql.elements import BindParameter
 
 from todoapp.errors import RESOURCE_CHANGED, NotFound, PreconditionFailed
 from todoapp.models import Todo, User, UserSession, utcnow
+from todoapp.services.paging import (
+    Found,
+    Scalar,
+    Window,
+    found,
+    like_pattern,
+    make_cursor,
+    read_cursor,
+)
 from todoapp.services.users import commit, token_holds
 
 SortKey = Literal[
     "id", "-id", "priority", "-priority", "title", "-title", "created_at", "-created_at"
 ]
 
+# The sort keys. created_at is compared as the database stores it (SQLite keeps text,
+# whose digits a bound datetime would not reproduce), so a cursor's key is exact.
 _SORT_COLUMNS: dict[str, Any] = {
     "id": Todo.id,
     "priority": Todo.priority,
     "title": func.lower(Todo.title),  # titles sort case-insensitively
-    "created_at": Todo.created_at,
+    "created_at": type_coerce(Todo.created_at, String),
 }
 NOT_FOUND = "todo not found"
 
@@ -46,19 +61,40 @@ class TodoQuery:
     sort: str = "id"
     owner_id: int | None = None
 
+    def listing(self) -> tuple[Scalar, ...]:
+        """What a cursor is bound to: whose todos, the filters and the sort."""
+        return ("todos", self.owner_id, self.complete, self.priority, self.q or None, self.sort)
 
-def like_pattern(text: str) -> str:
-    """A LIKE pattern matching `text` anywhere, with %, _ and \\ taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+
+# Sorting always ends with id ascending. A descending sort (key DESC, id ASC) is written
+# as (key, -id) descending, which is the same order: one direction for both columns,
+# so that an index on (key, (-id)) yields it and a cursor is one row comparison.
+_MINUS_ID = -Todo.id
 
 
 def _order_by(sort: str) -> list[Any]:
-    descending = sort.startswith("-")
-    column = _SORT_COLUMNS[sort.lstrip("-")]
-    first = column.desc() if descending else column.asc()
-    # id ascending breaks ties, so pages never overlap or skip rows.
-    return [first] if column is Todo.id else [first, Todo.id.asc()]
+    if sort == "id":
+        return [Todo.id.asc()]
+    if sort == "-id":
+        return [Todo.id.desc()]
+    key = _SORT_COLUMNS[sort.lstrip("-")]
+    if sort.startswith("-"):
+        return [key.desc(), _MINUS_ID.desc()]
+    return [key.asc(), Todo.id.asc()]
+
+
+def _after_cursor(sort: str) -> ColumnElement[bool]:
+    """The rows after the cursor's row, in the order of `sort` (keyset paging)."""
+    after_id: BindParameter[int] = bindparam("after_id")
+    if sort == "id":
+        return Todo.id > after_id
+    if sort == "-id":
+        return Todo.id < after_id
+    key = _SORT_COLUMNS[sort.lstrip("-")]
+    after_key = bindparam("after_key", type_=key.type)
+    if sort.startswith("-"):
+        return tuple_(key, _MINUS_ID) < tuple_(after_key, -after_id)
+    return tuple_(key, Todo.id) > tuple_(after_key, after_id)
 
 
 # Read paths take rows, not ORM objects: no identity map or instance state to build.
@@ -74,15 +110,27 @@ _COLUMNS = (
 )
 
 
-@lru_cache(maxsize=256)
-def _statements(
-    sort: str, owner: bool, complete: bool, priority: bool, search: bool
-) -> tuple[Select[*tuple[Any, ...]], Select[int]]:
-    """The page and count statements for one shape of query, built once.
+def _page(
+    conditions: list[ColumnElement[bool]], sort: str, *, after_cursor: bool = False
+) -> Select[*tuple[Any, ...]]:
+    """One page of the todos that meet the conditions, plus one row to tell whether
+    another page follows (the caller binds limit + 1); each row ends in its sort key."""
+    columns: list[Any] = list(_COLUMNS)
+    if sort not in ("id", "-id"):
+        columns.append(_SORT_COLUMNS[sort.lstrip("-")].label("sort_key"))
+    where = [*conditions, _after_cursor(sort)] if after_cursor else conditions
+    return (
+        select(*columns)
+        .where(*where)
+        .order_by(*_order_by(sort))
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
 
-    Values travel as bind parameters, so each of the 128 shapes is constructed (and
-    compiled, in SQLAlchemy's cache) once per process instead of once per request.
-    """
+
+def _filters(
+    owner: bool, complete: bool, priority: bool, search: bool
+) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if owner:
         conditions.append(Todo.owner_id == bindparam("owner_id"))
@@ -98,28 +146,46 @@ def _statements(
                 Todo.description.ilike(pattern, escape="\\"),
             )
         )
+    return conditions
+
+
+@lru_cache(maxsize=512)
+def _statements(
+    sort: str, owner: bool, complete: bool, priority: bool, search: bool, after_cursor: bool
+) -> tuple[Select[*tuple[Any, ...]], Select[int]]:
+    """The page and count statements for one shape of query, built once.
+
+    Values travel as bind parameters, so each of the 256 shapes is constructed (and
+    compiled, in SQLAlchemy's cache) once per process instead of once per request.
+    The count is a plain count(*) of the matching rows, which PostgreSQL answers from
+    an index alone (an index-only scan) where one covers the filters.
+    """
+    conditions = _filters(owner, complete, priority, search)
     count = select(func.count()).select_from(Todo).where(*conditions)
-    return _page(conditions, sort), count
+    return _page(conditions, sort, after_cursor=after_cursor), count
 
 
-def _page(conditions: list[ColumnElement[bool]], sort: str) -> Select[*tuple[Any, ...]]:
-    """One page of the todos that meet the conditions, each row ending in the total."""
-    return (
-        select(*_COLUMNS, func.count().over().label("total"))
-        .where(*conditions)
-        .order_by(*_order_by(sort))
-        .limit(bindparam("limit"))
-        .offset(bindparam("offset"))
-    )
+def _key_of(sort: str, row: Mapping[Any, Any]) -> list[Scalar]:
+    if sort in ("id", "-id"):
+        return [row["id"]]
+    key = row["sort_key"]
+    if isinstance(key, datetime):  # PostgreSQL's timestamptz: exact in ISO 8601
+        key = key.isoformat()
+    return [key, row["id"]]
+
+
+def cursor_after(query: TodoQuery, row: Mapping[Any, Any]) -> str:
+    """The cursor for the rows that follow `row` (a row of a page) in this listing."""
+    return make_cursor(query.listing(), _key_of(query.sort, row))
 
 
 def list_todos(
-    db: Session | Connection, query: TodoQuery, *, limit: int, offset: int
-) -> tuple[Sequence[Row[*tuple[Any, ...]]], int]:
-    """One page of todos as rows, and how many match in all.
+    db: Session | Connection, query: TodoQuery, window: Window
+) -> Found[Row[*tuple[Any, ...]]]:
+    """One page of todos as rows (see paging.found for its total and next cursor).
 
-    The page and its total come from one statement (`count(*) over ()`); only a page
-    past the end needs a second one to learn the total.
+    A cursor page starts right after the cursor's row (a keyset page): through an
+    index, at the same cost whatever its depth.
     """
     page, count = _statements(
         query.sort,
@@ -127,6 +193,7 @@ def list_todos(
         query.complete is not None,
         query.priority is not None,
         bool(query.q),
+        window.cursor is not None,
     )
     params: dict[str, Any] = {
         "owner_id": query.owner_id,
@@ -134,27 +201,38 @@ def list_todos(
         "priority": query.priority,
         "pattern": like_pattern(query.q) if query.q else None,
     }
-    items = db.execute(page, {**params, "limit": limit, "offset": offset}).all()
-    if items:
-        return items, items[0].total
-    if offset == 0:
-        return items, 0
-    total: int = db.execute(count, params).scalar_one()
-    return items, total
+    page_params = {**params, "limit": window.limit + 1, "offset": window.offset}
+    if window.cursor is not None:
+        key = read_cursor(window.cursor, query.listing(), 1 if query.sort in ("id", "-id") else 2)
+        page_params.update(after_key=key[0], after_id=key[-1])
+    rows = db.execute(page, page_params).all()
+    return found(
+        rows,
+        window,
+        lambda row: cursor_after(query, row._mapping),
+        lambda: int(db.execute(count, params).scalar_one()),
+    )
 
 
 @lru_cache(maxsize=1)
 def first_page_with_token_check() -> Select[*tuple[Any, ...]]:
     """A page of todos in id order with its total, and the token check, in one statement.
 
-    PostgreSQL only (LATERAL). Its parameters: users.token_params, limit and offset.
-    It gives no row when the token no longer holds (user gone or inactive, the token
-    revoked, its session ended or expired); one row with a NULL id when the page is
-    empty; else the page's rows, each ending in the total, like list_todos' page.
+    PostgreSQL only (LATERAL). Its parameters: users.token_params, limit (bind the
+    page's limit + 1, as for list_todos) and offset. It gives no row when the token
+    no longer holds (user gone or inactive, the token revoked, its session ended or
+    expired); one row with a NULL id when the page is empty; else the page's rows,
+    each ending in the total (counted once: the count does not depend on the row).
     """
     page = _page([Todo.owner_id == User.id], "id").lateral("page")
+    total = (
+        select(func.count())
+        .select_from(Todo)
+        .where(Todo.owner_id == bindparam("user_id"))
+        .scalar_subquery()
+    )
     return (
-        select(page)
+        select(page, total.label("total"))
         .select_from(User)
         .join(UserSession, UserSession.user_id == User.id)
         .outerjoin(page, true())

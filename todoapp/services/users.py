@@ -32,6 +32,15 @@ from todoapp.errors import (
 )
 from todoapp.models import Todo, User, UserSession, UtcDateTime
 from todoapp.services import mail, sessions
+from todoapp.services.paging import (
+    Found,
+    Scalar,
+    Window,
+    found,
+    like_pattern,
+    make_cursor,
+    read_cursor,
+)
 from todoapp.throttle import LoginThrottle, account_subject
 
 BAD_CREDENTIALS = "Incorrect username or password"
@@ -349,6 +358,10 @@ class UserQuery:
     is_active: bool | None = None
     q: str | None = None
 
+    def listing(self) -> tuple[Scalar, ...]:
+        """What a cursor is bound to: the filters (the order is always by id)."""
+        return ("users", self.role, self.is_active, self.q or None)
+
 
 def _user_filters(query: UserQuery) -> list[Any]:
     conditions: list[Any] = []
@@ -357,10 +370,11 @@ def _user_filters(query: UserQuery) -> list[Any]:
     if query.is_active is not None:
         conditions.append(User.is_active.is_(query.is_active))
     if query.q:
+        pattern = like_pattern(query.q)
         conditions.append(
             or_(
                 *(
-                    column.icontains(query.q, autoescape=True)
+                    column.ilike(pattern, escape="\\")
                     for column in (User.username, User.email, User.firstname, User.lastname)
                 )
             )
@@ -368,13 +382,20 @@ def _user_filters(query: UserQuery) -> list[Any]:
     return conditions
 
 
-def list_users(
-    db: Session, query: UserQuery, *, limit: int, offset: int
-) -> tuple[Sequence[User], int]:
+def list_users(db: Session, query: UserQuery, window: Window) -> Found[User]:
+    """A page of users in id order; a cursor page continues after the cursor's id."""
     conditions = _user_filters(query)
-    page = select(User).where(*conditions).order_by(User.id).limit(limit).offset(offset)
-    total = db.scalar(select(func.count()).select_from(User).where(*conditions)) or 0
-    return db.scalars(page).all(), total
+    page = select(User).where(*conditions)
+    if window.cursor is not None:
+        (after_id,) = read_cursor(window.cursor, query.listing(), 1)
+        page = page.where(User.id > after_id)
+    rows = db.scalars(page.order_by(User.id).limit(window.limit + 1).offset(window.offset)).all()
+    return found(
+        rows,
+        window,
+        lambda user: make_cursor(query.listing(), [user.id]),
+        lambda: db.scalar(select(func.count()).select_from(User).where(*conditions)) or 0,
+    )
 
 
 def get_user(db: Session, user_id: int) -> User:
