@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test lint chromium serve bench soak e2e clean cluster
+.PHONY: run test lint chromium serve bench bench-growth soak e2e clean cluster
 
 # Debian's packages that the tests (PgBouncer, Chromium), `make cluster` and `make soak` run.
 APT_INSTALL = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -77,6 +77,12 @@ e2e: $(VENV)/.dev chromium
 ## bench: load-test one production worker on PostgreSQL with wrk (about 5 minutes; not part of test)
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py
+
+## bench-growth: 10,000 users and 1.1 M todos on a fresh PostgreSQL database (built in
+## under 60 s), then each list's page time against a 1-todo owner's, with issue #13's
+## targets (a few minutes; not part of test). Table in build/bench/growth.md.
+bench-growth: $(VENV)/.dev
+	$(BIN)/python -m bench.growth
 
 ## soak: make cluster's shape (HAProxy, two app hosts of 2 workers, PgBouncer) on a private
 ## PostgreSQL cluster (15/soak on port 5433) and Redis (6380), 50 clients for 60 s through

@@ -121,3 +121,53 @@ CREATE INDEX ix_todos_title_desc ON todos (lower(title), (-id));
 CREATE INDEX ix_todos_created ON todos (created_at, id);
 CREATE INDEX ix_todos_created_desc ON todos (created_at, (-id));
 CREATE INDEX ix_todos_search ON todos USING gin (title gin_trgm_ops, description gin_trgm_ops);
+
+-- How many todos each owner has per (complete, priority): a page's total without
+-- counting rows. Kept exact by the triggers below, in the statement that writes todos.
+CREATE TABLE todo_counts (
+    owner_id integer NOT NULL,
+    complete boolean NOT NULL,
+    priority integer NOT NULL,
+    todos    integer NOT NULL,
+    CONSTRAINT todo_counts_pkey PRIMARY KEY (owner_id, complete, priority),
+    CONSTRAINT fk_todo_counts_owner_id_users FOREIGN KEY (owner_id)
+        REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE FUNCTION todo_counts_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- One change per (owner, complete, priority), applied in key order. A decrement
+    -- only ever meets an existing row; for a deleted owner there is none left to meet.
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO todo_counts AS c (owner_id, complete, priority, todos)
+        SELECT owner_id, complete, priority, count(*) FROM new_rows
+        GROUP BY owner_id, complete, priority ORDER BY owner_id, complete, priority
+        ON CONFLICT (owner_id, complete, priority) DO UPDATE SET todos = c.todos + excluded.todos;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO todo_counts AS c (owner_id, complete, priority, todos)
+        SELECT d.owner_id, d.complete, d.priority, -count(*) FROM old_rows d
+        WHERE EXISTS (SELECT FROM users u WHERE u.id = d.owner_id)
+        GROUP BY d.owner_id, d.complete, d.priority ORDER BY 1, 2, 3
+        ON CONFLICT (owner_id, complete, priority) DO UPDATE SET todos = c.todos + excluded.todos;
+    ELSE
+        INSERT INTO todo_counts AS c (owner_id, complete, priority, todos)
+        SELECT owner_id, complete, priority, sum(change) FROM (
+            SELECT owner_id, complete, priority, 1 AS change FROM new_rows
+            UNION ALL
+            SELECT owner_id, complete, priority, -1 FROM old_rows
+        ) AS changes
+        GROUP BY owner_id, complete, priority HAVING sum(change) <> 0
+        ORDER BY owner_id, complete, priority
+        ON CONFLICT (owner_id, complete, priority) DO UPDATE SET todos = c.todos + excluded.todos;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER todo_counts_insert AFTER INSERT ON todos
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION todo_counts_follow();
+CREATE TRIGGER todo_counts_update AFTER UPDATE ON todos
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION todo_counts_follow();
+CREATE TRIGGER todo_counts_delete AFTER DELETE ON todos
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION todo_counts_follow();

@@ -27,6 +27,12 @@ CATALOG_QUERIES = {
         FROM pg_constraint WHERE connamespace = 'public'::regnamespace
           AND conrelid::regclass::text <> 'alembic_version'
         ORDER BY 1, 2""",
+    "triggers": """
+        SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger
+        WHERE NOT tgisinternal ORDER BY 1, 2""",
+    "functions": """
+        SELECT proname, pg_get_function_identity_arguments(oid), prosrc FROM pg_proc
+        WHERE pronamespace = 'public'::regnamespace ORDER BY 1, 2""",
 }
 
 

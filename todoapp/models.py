@@ -160,6 +160,20 @@ class Todo(Base):
     owner: Mapped[User] = relationship(back_populates="todos")
 
 
+class TodoCount(Base):
+    """How many todos an owner has for each (complete, priority): at most ten rows an
+    owner, kept exact by triggers on todos (migration 0006), read for a page's total."""
+
+    __tablename__ = "todo_counts"
+
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    complete: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    priority: Mapped[int] = mapped_column(Integer, primary_key=True)
+    todos: Mapped[int] = mapped_column(Integer)
+
+
 @event.listens_for(User, "before_update")
 @event.listens_for(Todo, "before_update")
 def _bump_version(_mapper: Any, _connection: Any, target: User | Todo) -> None:

@@ -1,0 +1,203 @@
+"""todo_counts: the counts behind `total`, kept exact by the database through every write."""
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.orm import Session
+
+from tests.conftest import (
+    Account,
+    Backend,
+    login,
+    make_account,
+    migrate,
+    register,
+    settings_for_tests,
+)
+from todoapp.database import database_url
+from todoapp.main import create_app
+
+KEPT = (
+    "SELECT owner_id, complete, priority, todos FROM todo_counts WHERE todos <> 0 ORDER BY 1, 2, 3"
+)
+COUNTED = (
+    "SELECT owner_id, complete, priority, count(*) FROM todos "
+    "GROUP BY owner_id, complete, priority ORDER BY 1, 2, 3"
+)
+
+
+def assert_exact(connection: Connection | Session) -> None:
+    kept = [tuple(row) for row in connection.execute(text(KEPT))]
+    counted = [tuple(row) for row in connection.execute(text(COUNTED))]
+    assert [(o, bool(c), p, n) for o, c, p, n in kept] == [
+        (o, bool(c), p, n) for o, c, p, n in counted
+    ]
+    negative = connection.execute(text("SELECT count(*) FROM todo_counts WHERE todos < 0"))
+    assert negative.scalar() == 0
+
+
+def create(client: TestClient, account: Account, **fields: Any) -> dict[str, Any]:
+    body = {"title": "t", "priority": 3, **fields}
+    response = client.post("/todos", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_counts_follow_every_kind_of_write(
+    client: TestClient, db: Session, alice: Account, bob: Account, admin: Account
+) -> None:
+    made = [
+        create(client, account, priority=n % 5 + 1, complete=n % 2 == 0)
+        for n in range(12)
+        for account in (alice, bob)
+    ]
+    assert_exact(db)
+    for todo in made[:6]:
+        path = f"/todos/{todo['id']}"
+        owner = alice if todo["owner_id"] == alice.id else bob
+        client.patch(path, json={"priority": 1, "complete": True}, headers=owner.headers)
+    full = {"title": "x", "description": "", "priority": 5, "complete": False}
+    owner = alice if made[7]["owner_id"] == alice.id else bob
+    assert (
+        client.put(f"/todos/{made[7]['id']}", json=full, headers=owner.headers).status_code == 200
+    )
+    assert_exact(db)
+    owner = alice if made[8]["owner_id"] == alice.id else bob
+    assert client.delete(f"/todos/{made[8]['id']}", headers=owner.headers).status_code == 204
+    assert client.delete(f"/admin/todos/{made[9]['id']}", headers=admin.headers).status_code == 204
+    assert_exact(db)
+    carol = make_account(client, "carol")
+    for n in range(3):
+        create(client, carol, priority=n + 1)
+    assert client.delete("/users/me", headers=carol.headers).status_code == 204
+    assert client.delete(f"/admin/users/{bob.id}", headers=admin.headers).status_code == 204
+    assert_exact(db)
+    gone = db.execute(
+        text("SELECT count(*) FROM todo_counts WHERE owner_id IN (:b, :c)"),
+        {"b": bob.id, "c": carol.id},
+    )
+    assert gone.scalar() == 0
+
+
+def test_totals_are_exact_for_every_filter(
+    client: TestClient, alice: Account, bob: Account
+) -> None:
+    for n in range(30):
+        create(client, alice, priority=n % 5 + 1, complete=n % 3 == 0, title=f"task {n}")
+    create(client, bob, priority=1)
+    todos = client.get("/todos?limit=100", headers=alice.headers).json()["items"]
+    for query, keep in (
+        ("", lambda t: True),
+        ("complete=true", lambda t: t["complete"]),
+        ("complete=false&priority=2", lambda t: not t["complete"] and t["priority"] == 2),
+        ("priority=5", lambda t: t["priority"] == 5),
+        ("q=task 1", lambda t: "task 1" in t["title"]),
+    ):
+        page = client.get(f"/todos?limit=2&{query}", headers=alice.headers).json()
+        assert page["total"] == sum(1 for t in todos if keep(t)), query
+
+
+def test_a_statement_writing_many_rows_is_counted_whole(
+    backend: Backend, db: Session, alice: Account, bob: Account
+) -> None:
+    db.execute(
+        text(
+            "INSERT INTO todos (title, priority, complete, owner_id) "
+            "SELECT 'bulk', n % 5 + 1, n % 2 = 0, CASE WHEN n % 3 = 0 THEN :a ELSE :b END "
+            "FROM (WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s "
+            "WHERE n < 500) SELECT n FROM s) AS numbers"
+        ),
+        {"a": alice.id, "b": bob.id},
+    )
+    assert_exact(db)
+    db.execute(text("UPDATE todos SET priority = 6 - priority, complete = NOT complete"))
+    assert_exact(db)
+    db.execute(
+        text("UPDATE todos SET owner_id = :a WHERE owner_id = :b"), {"a": alice.id, "b": bob.id}
+    )
+    assert_exact(db)
+    db.execute(text("DELETE FROM todos WHERE priority > 2"))
+    assert_exact(db)
+
+
+def at_once(count: int, call: Callable[[int], httpx.Response]) -> list[httpx.Response]:
+    barrier = threading.Barrier(count)
+
+    def run(i: int) -> httpx.Response:
+        barrier.wait(timeout=30)
+        return call(i)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+@pytest.fixture
+def racing_client(backend: Backend) -> Iterator[TestClient]:
+    app = create_app(settings_for_tests(), database=backend.database)
+    try:
+        with TestClient(app) as client:
+            yield client
+    finally:
+        with backend.engine.begin() as connection:
+            connection.execute(text("DELETE FROM todos"))
+            connection.execute(text("DELETE FROM users"))
+
+
+def test_concurrent_writers_crossing_counts_neither_deadlock_nor_drift(
+    racing_client: TestClient, backend: Backend
+) -> None:
+    register(racing_client, "racer")
+    headers = {"Authorization": f"Bearer {login(racing_client, 'racer')}"}
+    ids = [
+        racing_client.post(
+            "/todos", json={"title": f"t{n}", "priority": n % 2 + 1}, headers=headers
+        ).json()["id"]
+        for n in range(20)
+    ]
+    for _round in range(3):
+        # Half move priority 1 -> 2, half 2 -> 1: counter rows locked in both orders.
+        answers = at_once(
+            20,
+            lambda i: racing_client.patch(
+                f"/todos/{ids[i]}",
+                json={"priority": 2 if i % 2 == 0 else 1, "complete": i % 4 < 2},
+                headers=headers,
+            ),
+        )
+        assert [answer.status_code for answer in answers] == [200] * 20
+        ids.reverse()
+    with backend.engine.connect() as connection:
+        assert_exact(connection)
+
+
+def test_the_migration_counts_the_todos_already_there(empty_database_url: str) -> None:
+    migrate(empty_database_url, "0005")
+    engine = create_engine(database_url(empty_database_url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (email, username, hash_password) "
+                    "VALUES ('a@example.com', 'ada', 'x'), ('b@example.com', 'bob', 'x')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO todos (title, priority, complete, owner_id) VALUES "
+                    "('a', 1, false, 1), ('b', 1, false, 1), ('c', 2, true, 1), ('d', 5, true, 2)"
+                )
+            )
+        migrate(empty_database_url)
+        with engine.connect() as connection:
+            assert_exact(connection)
+            total = connection.execute(text("SELECT sum(todos) FROM todo_counts")).scalar()
+            assert total == 4
+    finally:
+        engine.dispose()
