@@ -178,7 +178,7 @@ def test_concurrent_writers_crossing_counts_neither_deadlock_nor_drift(
 
 
 def test_the_migration_counts_the_todos_already_there(empty_database_url: str) -> None:
-    migrate(empty_database_url, "0005")
+    migrate(empty_database_url, "0006")
     engine = create_engine(database_url(empty_database_url))
     try:
         with engine.begin() as connection:

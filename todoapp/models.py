@@ -129,7 +129,7 @@ class User(Base):
 
 class Todo(Base):
     __tablename__ = "todos"
-    # Migration 0005 makes these: one per shape of list query (see its docstring).
+    # Migration 0006 makes these: one per shape of list query (see its docstring).
     __table_args__ = (
         CheckConstraint("priority BETWEEN 1 AND 5", name="priority"),
         Index("ix_todos_owner_id_id", "owner_id", "id"),
@@ -162,7 +162,7 @@ class Todo(Base):
 
 class TodoCount(Base):
     """How many todos an owner has for each (complete, priority): at most ten rows an
-    owner, kept exact by triggers on todos (migration 0006), read for a page's total."""
+    owner, kept exact by triggers on todos (migration 0007), read for a page's total."""
 
     __tablename__ = "todo_counts"
 

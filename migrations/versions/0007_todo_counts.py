@@ -12,8 +12,8 @@ counter rows in one order and never deadlock; decrements never insert, so the co
 a user being deleted (cascading to their todos and counts) are simply gone. SQLite:
 row-level triggers (its writers are serialised anyway).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-29
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
