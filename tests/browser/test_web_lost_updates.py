@@ -1,8 +1,8 @@
-"""ETags in the browser: a lost update is shown to the person, never made."""
+"""ETags in the browser: a lost update is shown, not made; lists walk by next_cursor."""
 
 from collections.abc import Callable
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Request, expect
 
 from tests.browser.conftest import Person, Server, Watch, add_todos, shoot, sign_in
 
@@ -52,3 +52,24 @@ def test_a_profile_changed_elsewhere_is_not_overwritten(
     page.get_by_label("First name").fill("Mine")
     page.get_by_role("button", name="Save").click()
     expect(page.get_by_role("status").filter(has_text="Saved")).to_be_visible()
+
+
+def test_load_more_follows_next_cursor(
+    page: Page, server: Server, make_person: Callable[..., Person]
+) -> None:
+    yan = make_person("yan")
+    add_todos(server, yan, *(f"Item {n:02d}" for n in range(25)))
+    sign_in(page, yan.username)
+    items = page.get_by_role("list", name="Todos").get_by_role("listitem")
+    expect(items).to_have_count(20)
+    add_todos(server, yan, "Added meanwhile")  # keyset pages neither skip nor repeat
+
+    def is_next_page(request: Request) -> bool:
+        return "/todos?" in request.url and "cursor=" in request.url
+
+    with page.expect_request(is_next_page) as next_page:
+        page.get_by_role("button", name="Load more").click()
+    assert "offset=" not in next_page.value.url
+    expect(items).to_have_count(25)
+    expect(items.locator(".todo-title").last).to_have_text("Item 00")
+    expect(page.get_by_role("button", name="Load more")).to_be_hidden()
