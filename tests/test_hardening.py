@@ -70,9 +70,9 @@ def real_app(backend: Backend) -> Iterator[Callable[..., FastAPI]]:
         empty_tables(backend)
 
 
-def _give_slow_hash(backend: Backend, username: str) -> None:
+def _give_slow_hash(backend: Backend, username: str, rounds: int = 12) -> None:
     """A cost-12 bcrypt hash, as production's: each check of it takes a real while."""
-    slow = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12)).decode()
+    slow = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds)).decode()
     with backend.engine.begin() as connection:
         connection.execute(
             text("UPDATE users SET hash_password = :h WHERE username = :u"),
@@ -134,7 +134,9 @@ def test_registration_and_password_changes_share_the_hashing_limit(
     with TestClient(app) as client:
         alice = make_account(client, "alice")
         register(client, "victim")
-        _give_slow_hash(backend, "victim")
+        # Cost 14 (about a second on a quiet machine): the check must outlast the sleep
+        # and both 0.1 s waits below, however fast the machine.
+        _give_slow_hash(backend, "victim", rounds=14)
         with ThreadPoolExecutor(max_workers=1) as pool:
             slow = pool.submit(attempt, client, "victim")
             time.sleep(0.15)  # the slow check holds the only slot
