@@ -44,7 +44,11 @@ async def list_todos(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[TodoOut]:
     return Page[TodoOut](
-        items=_TODOS[offset : offset + limit], total=TODOS_PER_USER, limit=limit, offset=offset
+        items=_TODOS[offset : offset + limit],
+        total=TODOS_PER_USER,
+        limit=limit,
+        offset=offset,
+        next_cursor=None,
     )
 
 
