@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from tests.smtp import SmtpServer
+from todoapp import fastlane
 from todoapp.config import Settings, get_settings
 from todoapp.database import Database, database_url, make_engine
 from todoapp.deps import SessionSource, get_session_source
@@ -270,6 +271,23 @@ def empty_tables(backend: Backend) -> None:
         else:
             for table in ("todos", "sessions", "users"):
                 connection.execute(text(f"DELETE FROM {table}"))
+
+
+# --- the fast lane ---------------------------------------------------------------
+@pytest.fixture
+def lane_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes | None]:
+    """What each read the lane attempts gives: the page it answered, or None when it
+    handed the request on to the app."""
+    calls: list[bytes | None] = []
+    real = fastlane.TodoListFastLane._read
+
+    async def counting(self: fastlane.TodoListFastLane, *args: Any) -> bytes | None:
+        answer = await real(self, *args)
+        calls.append(answer)
+        return answer
+
+    monkeypatch.setattr(fastlane.TodoListFastLane, "_read", counting)
+    return calls
 
 
 # --- users and tokens ----------------------------------------------------------

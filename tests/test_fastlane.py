@@ -29,22 +29,6 @@ def real_client(backend: Backend) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def lane_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes | None]:
-    """What each read the lane attempts gives: the page it answered, or None when it
-    handed the request on to the app."""
-    calls: list[bytes | None] = []
-    real = fastlane.TodoListFastLane._read
-
-    async def counting(self: fastlane.TodoListFastLane, *args: Any) -> bytes | None:
-        answer = await real(self, *args)
-        calls.append(answer)
-        return answer
-
-    monkeypatch.setattr(fastlane.TodoListFastLane, "_read", counting)
-    return calls
-
-
-@pytest.fixture
 def headers(real_client: TestClient) -> dict[str, str]:
     register(real_client, "lane")
     register(real_client, "other")

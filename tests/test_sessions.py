@@ -19,11 +19,12 @@ from tests.conftest import (
     Account,
     AppFactory,
     Backend,
+    empty_tables,
     register,
     settings_for_tests,
 )
 from tests.test_races import at_once
-from todoapp import fastlane, security
+from todoapp import security
 from todoapp.config import get_settings
 from todoapp.main import create_app
 from todoapp.models import User, UserSession
@@ -645,12 +646,7 @@ def _committed(backend: Backend) -> Iterator[TestClient]:
         with TestClient(app) as client:
             yield client
     finally:
-        with backend.engine.begin() as connection:
-            if backend.is_postgres:
-                connection.execute(text("TRUNCATE todos, sessions, users RESTART IDENTITY CASCADE"))
-            else:
-                for table in ("todos", "sessions", "users"):
-                    connection.execute(text(f"DELETE FROM {table}"))
+        empty_tables(backend)
 
 
 @pytest.fixture
@@ -661,20 +657,6 @@ def real_client(backend: Backend) -> Iterator[TestClient]:
 @pytest.fixture
 def sqlite_client(sqlite_backend: Backend) -> Iterator[TestClient]:
     yield from _committed(sqlite_backend)
-
-
-@pytest.fixture
-def lane_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes | None]:
-    calls: list[bytes | None] = []
-    real = fastlane.TodoListFastLane._read
-
-    async def counting(self: fastlane.TodoListFastLane, *args: Any) -> bytes | None:
-        answer = await real(self, *args)
-        calls.append(answer)
-        return answer
-
-    monkeypatch.setattr(fastlane.TodoListFastLane, "_read", counting)
-    return calls
 
 
 def test_a_deleted_sessions_token_is_401_at_once_on_the_lane_and_the_routes(
