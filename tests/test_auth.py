@@ -121,6 +121,20 @@ def test_login_by_username_or_email_in_any_case(client: TestClient) -> None:
         assert body["expires_in"] == 30 * 60
 
 
+@pytest.mark.parametrize(
+    ("grant_type", "status"),
+    [(None, 200), ("", 200), ("password", 200), ("client_credentials", 422)],
+)
+def test_login_grant_type_may_be_left_out_or_empty_else_must_be_password(
+    client: TestClient, grant_type: str | None, status: int
+) -> None:
+    register(client, "ada")
+    form = {"username": "ada", "password": PASSWORD}
+    if grant_type is not None:
+        form["grant_type"] = grant_type
+    assert client.post("/auth/token", data=form).status_code == status
+
+
 def test_token_claims_hold_sub_iat_exp_and_exp_minus_iat_is_expires_in(
     client: TestClient, alice: Account
 ) -> None:

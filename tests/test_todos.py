@@ -40,6 +40,13 @@ def test_create_is_201_with_location_defaults_and_utc_timestamps(
     assert client.get(response.headers["location"], headers=alice.headers).json() == todo
 
 
+def test_a_whole_number_written_as_a_float_is_an_integer_priority(
+    client: TestClient, alice: Account
+) -> None:
+    # JSON has one number type: 3.0 is the integer 3 (JSON Schema's `integer` agrees).
+    assert create(client, alice, priority=3.0)["priority"] == 3
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -7,9 +7,11 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
 
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores (bcrypt 5: refuses) anything longer
@@ -46,6 +48,18 @@ def _email(value: str) -> str:
     return email
 
 
+# Patterns for the document (ECMA-262 and Python read them alike), so that it says what
+# the validators accept: no NUL anywhere (PostgreSQL cannot store it), and for a text that
+# is trimmed and must not end up empty, one character that str.strip() keeps.
+NO_NUL = r"^[^\x00]*$"
+_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+
+
+def _text(max_length: int, pattern: str = NO_NUL, **extra: Any) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "maxLength": max_length, "pattern": pattern, **extra})
+
+
 Username = Annotated[
     str,
     StringConstraints(
@@ -56,24 +70,55 @@ Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=320),
     AfterValidator(_email),
+    # The document says what is accepted: an address of at most 200 characters.
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 200}),
 ]
 Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=45), AfterValidator(_storable)
+    str,
+    StringConstraints(strip_whitespace=True, max_length=45),
+    AfterValidator(_storable),
+    _text(45),
 ]
-# Taken exactly as typed: never trimmed.
-Password = Annotated[str, AfterValidator(_password)]
+# Taken exactly as typed: never trimmed. The limit is in bytes: the document can only say
+# characters (and does, with the bytes in words).
+Password = Annotated[
+    str,
+    AfterValidator(_password),
+    _text(
+        MAX_PASSWORD_BYTES,
+        minLength=MIN_PASSWORD_BYTES,
+        format="password",
+        description=f"{MIN_PASSWORD_BYTES}-{MAX_PASSWORD_BYTES} bytes in UTF-8",
+    ),
+]
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(_storable),
+    _text(200, NOT_BLANK, minLength=1),
 ]
 Description = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_storable)
+    str,
+    StringConstraints(strip_whitespace=True, max_length=200),
+    AfterValidator(_storable),
+    _text(200),
 ]
-Priority = Annotated[int, Field(strict=True, ge=1, le=5)]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: 3.0 is the integer 3 (as JSON Schema's `integer` says);
+    3.5, "3" and true stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Priority = Annotated[int, Field(strict=True, ge=1, le=5), BeforeValidator(_whole_number)]
 Complete = Annotated[bool, Field(strict=True)]
 Role = Literal["user", "admin"]
-SearchText = Annotated[str, StringConstraints(max_length=200), AfterValidator(_storable)]
+SearchText = Annotated[
+    str, StringConstraints(max_length=200), AfterValidator(_storable), _text(200)
+]
 
 
 _RESPONSE = ConfigDict(from_attributes=True)

@@ -4,7 +4,7 @@ recovery and email verification."""
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Cookie, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Body, Cookie, Depends, Form, Header, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from todoapp import metrics
@@ -16,7 +16,7 @@ from todoapp.routers.refresh_cookie import (
     clear_refresh_cookie,
     token_answer,
 )
-from todoapp.routers.responses import AUTHED, BODY, DB, errors
+from todoapp.routers.responses import AUTHED, BODY, DB, errors, links_by_id
 from todoapp.schemas import (
     Accepted,
     EmailVerification,
@@ -31,6 +31,41 @@ from todoapp.services import mail, sessions, users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
+# What an admin can do next with an account just registered.
+REGISTERED_USER_LINKS = links_by_id(
+    "user_id",
+    {
+        "AdminReadUser": "admin-users-read",
+        "AdminUpdateUser": "admin-users-update",
+        "AdminDeleteUser": "admin-users-delete",
+    },
+)
+
+
+class LoginForm(OAuth2PasswordRequestForm):
+    """OAuth2's password form, as FastAPI's, with a document that tells the truth: an
+    empty form field counts as one not sent, so `grant_type=` (empty) is accepted like
+    no `grant_type` at all; any other value but `password` is 422."""
+
+    def __init__(
+        self,
+        *,
+        username: Annotated[str, Form()],
+        password: Annotated[str, Form(json_schema_extra={"format": "password"})],
+        grant_type: Annotated[str | None, Form(pattern="^(password)?$")] = None,
+        scope: Annotated[str, Form()] = "",
+        client_id: Annotated[str | None, Form()] = None,
+        client_secret: Annotated[str | None, Form(json_schema_extra={"format": "password"})] = None,
+    ) -> None:
+        super().__init__(
+            grant_type=grant_type,
+            username=username,
+            password=password,
+            scope=scope,
+            client_id=client_id,
+            client_secret=client_secret,
+        )
+
 
 @router.post(
     "/register",
@@ -38,7 +73,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     summary="Create an account",
     operation_id="auth-register",
     response_description="The new user; `Location` points at /users/me",
-    responses=errors(409, *BODY, *DB),
+    responses={**errors(409, *BODY, *DB), 201: {"links": REGISTERED_USER_LINKS}},
     dependencies=[HashingSlot],
 )
 def register(body: UserCreate, db: SessionDep, response: Response) -> UserOut:
@@ -67,7 +102,7 @@ def register(body: UserCreate, db: SessionDep, response: Response) -> UserOut:
     },
 )
 def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[LoginForm, Depends()],
     request: Request,
     response: Response,
     db: SessionDep,

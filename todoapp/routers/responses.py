@@ -51,10 +51,14 @@ _ETAG_HEADER = {
 }
 
 
-def with_etag(success: int, *, not_modified: bool = False) -> dict[int | str, dict[str, Any]]:
+def with_etag(
+    success: int, *, not_modified: bool = False, links: dict[str, Any] | None = None
+) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries for an answer carrying one resource and its ETag, plus the
-    304 of `If-None-Match` (no body)."""
+    304 of `If-None-Match` (no body); `links`, what can be done next with it."""
     result: dict[int | str, dict[str, Any]] = {success: {"headers": _ETAG_HEADER}}
+    if links:
+        result[success]["links"] = links
     if not_modified:
         result[304] = {
             "description": "Not modified: `If-None-Match` names the current ETag",
@@ -92,3 +96,16 @@ IF_NONE_MATCH = {
         )
     ]
 }
+
+
+def links_by_id(parameter: str, operations: dict[str, str]) -> dict[str, Any]:
+    """OpenAPI links from a created resource to the operations on it, by the `id` of the
+    answer's body (clients, and stateful fuzzing, follow them)."""
+    return {
+        name: {
+            "operationId": operation_id,
+            "parameters": {parameter: "$response.body#/id"},
+            "description": f"`{parameter}` is the `id` of this answer's body",
+        }
+        for name, operation_id in operations.items()
+    }

@@ -23,7 +23,15 @@ from todoapp.deps import (
     etag,
     expected_versions,
 )
-from todoapp.routers.responses import AUTHED, BODY, IF_MATCH, IF_NONE_MATCH, errors, with_etag
+from todoapp.routers.responses import (
+    AUTHED,
+    BODY,
+    IF_MATCH,
+    IF_NONE_MATCH,
+    errors,
+    links_by_id,
+    with_etag,
+)
 from todoapp.schemas import Page, TodoCreate, TodoOut, TodoPatch, TodoReplace
 from todoapp.security import TokenClaims
 from todoapp.services import todos, users
@@ -31,6 +39,18 @@ from todoapp.services.paging import Found, Window
 from todoapp.services.todos import TodoQuery
 
 router = APIRouter(prefix="/todos", tags=["todos"])
+
+# What can be done next with the todo just created (the last: by an admin).
+CREATED_TODO_LINKS = links_by_id(
+    "todo_id",
+    {
+        "ReadTodo": "todos-read",
+        "ReplaceTodo": "todos-replace",
+        "UpdateTodo": "todos-update",
+        "DeleteTodo": "todos-delete",
+        "AdminDeleteTodo": "admin-todos-delete",
+    },
+)
 
 
 def page_of_todos(page: Found[Any], window: Window) -> Page[TodoOut]:
@@ -119,7 +139,7 @@ def _tagged(todo: Any, response: Response) -> TodoOut:
     summary="Create a todo",
     operation_id="todos-create",
     response_description="The new todo; `Location` points at it",
-    responses={**errors(*AUTHED, 403, *BODY), **with_etag(201)},
+    responses={**errors(*AUTHED, 403, *BODY), **with_etag(201, links=CREATED_TODO_LINKS)},
 )
 def create_todo(body: TodoCreate, user: TodoUser, db: SessionDep, response: Response) -> TodoOut:
     todo = todos.create_todo(db, user.id, body.model_dump())
