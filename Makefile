@@ -74,7 +74,9 @@ clean:
 e2e: $(VENV)/.dev chromium
 	$(BIN)/python e2e/run_e2e.py
 
-## bench: load-test one production worker on PostgreSQL with wrk (about 5 minutes; not part of test)
+## bench: load-test one production worker on PostgreSQL with wrk: every route and a frontend
+## session mix, each against its framework-only ceiling, with issue #17's targets (about 15
+## minutes; not part of test). A 2-second smoke test of every step: python bench/run.py --quick
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py
 

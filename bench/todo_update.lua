@@ -9,4 +9,5 @@ function make_request(user, n)
    }, body)
 end
 
+expected_status = 200
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "lib.lua")

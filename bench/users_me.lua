@@ -3,4 +3,5 @@ function make_request(user, n)
    return wrk.format("GET", "/users/me", {["Authorization"] = bearer(user)})
 end
 
+expected_status = 200
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "lib.lua")

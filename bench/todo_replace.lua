@@ -1,0 +1,15 @@
+-- PUT /todos/{id}: a todo owned by the token's user, replaced whole (every field sent).
+function make_request(user, n)
+   local id = user.ids[(n % #user.ids) + 1]
+   local body = string.format(
+      '{"title": "replaced by make bench %d", "description": "a new description", ' ..
+      '"priority": %d, "complete": %s}',
+      n, n % 5 + 1, (n % 2 == 0) and "true" or "false")
+   return wrk.format("PUT", "/todos/" .. id, {
+      ["Authorization"] = bearer(user),
+      ["Content-Type"] = "application/json",
+   }, body)
+end
+
+expected_status = 200
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "lib.lua")
