@@ -46,11 +46,11 @@ BENCH_WARMUP_SECONDS (default 10 and 2) change the length of each run.
 
 `--quick` is a smoke test of every step with 2 s runs (6 s at 256 connections: a run
 there always outlasts wrk's 5 s timeout, so that no answer means a stall; written to
-build/bench/results-quick.md; its memory check does not fail it). `--only TEXT` (repeatable) runs only the scenarios
-whose label contains TEXT, on the ceiling and the app, without the memory check, the
-logins and the flood. `--profile` also samples the worker with py-spy (if installed)
-while GET /todos runs: build/bench/profile-*.svg (flame graphs) and
-build/bench/profile-top.txt (top functions).
+build/bench/results-quick.md; its memory check does not fail it). `--only TEXT`
+(repeatable) runs only the scenarios whose label contains TEXT, on the ceiling and the
+app, without the memory check, the logins and the flood. `--profile` also samples the
+worker with py-spy (if installed) while GET /todos runs: build/bench/profile-*.svg
+(flame graphs) and build/bench/profile-top.txt (top functions).
 """
 
 import argparse
