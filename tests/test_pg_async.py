@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import psycopg2
 import pytest
+from psycopg2.errors import QueryCanceled
 
 from tests.conftest import Backend
 from todoapp import pg_async
@@ -294,12 +295,22 @@ def test_a_silent_database_times_out_and_is_not_retried_at_once() -> None:
 
 
 def test_a_read_past_its_timeout_is_stopped_on_the_server_too(pg_backend: Backend) -> None:
-    reader = reader_for(pg_backend, size=1, timeout=0.5)
+    # The connection settings the app's lane uses, with a timeout of 0.3 s; the reader
+    # itself is made to wait far longer, so what stops the read is the server's
+    # statement_timeout (a read the app gave up on must not keep running there).
+    reader = reader_for(pg_backend, size=1, timeout=0.3)
+    reader.timeout = 30.0
 
-    async def work() -> list[tuple[Any, ...]]:
+    async def work() -> tuple[BaseException, list[tuple[Any, ...]]]:
         try:
-            return await reader.fetch_all("SHOW statement_timeout", {})
+            with pytest.raises(ReadFailed) as failed:
+                await reader.fetch_all("SELECT pg_sleep(20)", {})
+            return failed.value, await reader.fetch_all("SELECT 1", {})
         finally:
             reader.close()
 
-    assert run(work) == [("500ms",)]
+    failure, after = run(work)
+    # The server cancelled it (the client would have waited 30 s for the 20 s sleep).
+    assert isinstance(failure.__cause__, QueryCanceled)
+    assert "canceling statement due to statement timeout" in str(failure.__cause__)
+    assert after == [(1,)]  # and the reader goes on

@@ -111,17 +111,21 @@ def test_a_deleted_users_token_never_opens_the_next_account(
     assert client.get("/todos", headers=bob.headers).status_code == 401
 
 
-def test_token_of_a_disabled_user_is_401_and_stays_revoked_after_reenabling(
+def test_token_of_a_user_disabled_straight_in_the_database_is_401_until_reenabled(
     client: TestClient, alice: Account, db: Session
 ) -> None:
     user = db.get_one(User, alice.id)
-    user.is_active = False
+    user.is_active = False  # no session is ended this way
     db.commit()
     assert_401(client, alice.headers)
+    assert client.get("/todos", headers=alice.headers).status_code == 401  # the lane too
     user.is_active = True
     db.commit()
-    assert client.get("/users/me", headers=alice.headers).status_code == 200  # not revoked
-    # Disabling through the admin API revokes: tested in test_admin.py.
+    me = client.get("/users/me", headers=alice.headers)
+    assert (me.status_code, me.json()["id"]) == (200, alice.id)
+    assert client.get("/todos", headers=alice.headers).status_code == 200
+    # Disabling through the admin API ends the sessions, so their tokens stay revoked
+    # after re-enabling: test_admin.py's test_disabling_revokes_tokens_which_stay_...
 
 
 def test_token_after_logout_is_401(client: TestClient, alice: Account) -> None:
