@@ -1,18 +1,24 @@
 """Fixtures for real things: databases (SQLite and PostgreSQL), the app, users, tokens.
 
 Every database test runs twice, on SQLite and on PostgreSQL, through the one
-parametrized `backend` fixture. Each backend's database is built once per run with
-`alembic upgrade head` (never create_all); each test runs inside a transaction that
-is rolled back at its end, and the app's sessions join it through SAVEPOINTs.
+parametrized `backend` fixture. Each backend's database is built once per run and per
+xdist worker with `alembic upgrade head` (never create_all). The app under test is built
+the way `todoapp.main:app` is, `create_app(settings)` with DATABASE_URL naming that
+database: its own engine and Database, real admission control, and on PostgreSQL the
+fast lane reading through its own connections on the event loop. Everything the app
+does is committed for real, so tests are kept apart by emptying every table (but
+alembic_version, identities restarted) before each test that uses a database. The `db`
+and `connection` fixtures are plain sessions on the same database, in autocommit: each
+statement commits at once, so the app sees what a test arranged and the test sees what
+the app committed, with no lock held in between.
 """
 
 import os
 import secrets
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 # Settings come from the environment: fix them before todoapp is imported.
 os.environ.update(
@@ -30,21 +36,19 @@ from alembic import command
 from alembic.config import Config
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from tests.smtp import SmtpServer
-from todoapp import fastlane
+from todoapp import fastlane, pg_async
 from todoapp.config import Settings, get_settings
 from todoapp.database import Database, database_url, make_engine
-from todoapp.deps import SessionSource, get_session_source
 from todoapp.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 PASSWORD = "password123"
-T = TypeVar("T")
 
 
 # --- PostgreSQL server ---------------------------------------------------------
@@ -76,7 +80,7 @@ def pg_server() -> str:
 
 
 def create_pg_database(admin_url: str) -> str:
-    name = f"todoapp_test_{uuid.uuid4().hex[:12]}"
+    name = f"todoapp_test_{secrets.token_hex(6)}"
     engine = create_engine(database_url(admin_url), isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
@@ -130,18 +134,66 @@ def migrate(url: str, revision: str = "head") -> None:
 # --- the migrated test database of each backend --------------------------------
 @dataclass
 class Backend:
+    """One migrated database; `engine` and `database` are the tests' own (made as the
+    app makes its), `plain` an engine in autocommit for looking at and arranging data."""
+
     name: str
     url: str
     engine: Engine
     database: Database
+    plain: Engine
+    emptying: list[str]
 
     @property
     def is_postgres(self) -> bool:
         return self.name == "postgresql"
 
+    def empty(self) -> None:
+        """Every table emptied (but alembic_version), identities restarted."""
+        with self.plain.connect() as connection:
+            for statement in self.emptying:
+                connection.exec_driver_sql(statement)
+
 
 def settings_for_tests(**overrides: Any) -> Settings:
     return get_settings().model_copy(update=overrides)
+
+
+def _plain_engine(url: str) -> Engine:
+    """An engine in autocommit: each statement commits at once, nothing stays locked."""
+    parsed = database_url(url)
+    # Pinged on checkout: some tests kill every connection to the database.
+    engine = create_engine(parsed, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    if parsed.get_backend_name() != "sqlite":
+        return engine
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")  # as the app's connections
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    return engine
+
+
+def _emptying(plain: Engine) -> list[str]:
+    """DELETEs, dependent tables first, then the identities restarted. (TRUNCATE, which
+    makes new files for every table, takes 20 times as long on these small tables.)"""
+    tables = MetaData()
+    tables.reflect(plain)
+    names = [table.name for table in tables.sorted_tables if table.name != "alembic_version"]
+    deletes = [f'DELETE FROM "{name}"' for name in reversed(names)]
+    if plain.dialect.name != "postgresql":
+        return [*deletes, "DELETE FROM sqlite_sequence"]
+    with plain.connect() as connection:
+        sequences = connection.exec_driver_sql(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename) "
+            "FROM pg_sequences ORDER BY 1"
+        ).scalars()
+        restarts = ", ".join(f"setval('{name}', 1, false)" for name in sequences)
+    # One round trip: psycopg2 sends the statements together.
+    return [";\n".join([*deletes, f"SELECT {restarts}"])]
 
 
 @pytest.fixture(scope="session")
@@ -151,8 +203,12 @@ def backends() -> Iterator[dict[str, Backend]]:
     yield made
     for made_backend in made.values():
         made_backend.engine.dispose()
+        made_backend.plain.dispose()
         if made_backend.is_postgres:
             drop_pg_database(_pg_admin_url(), made_backend.url)
+
+
+_EMPTIED = pytest.StashKey[set[str]]()
 
 
 def _get_backend(
@@ -166,13 +222,20 @@ def _get_backend(
             url = create_pg_database(request.getfixturevalue("pg_server"))
         migrate(url)
         engine = make_engine(url, settings_for_tests())
-        backends[name] = Backend(name, url, engine, Database(engine))
-    return backends[name]
+        plain = _plain_engine(url)
+        backends[name] = Backend(name, url, engine, Database(engine), plain, _emptying(plain))
+    backend = backends[name]
+    # Once per test and database, before anything of the test touches it.
+    emptied = request.node.stash.setdefault(_EMPTIED, set())
+    if name not in emptied:
+        backend.empty()
+        emptied.add(name)
+    return backend
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, backends: dict[str, Backend]) -> Backend:
-    """Each database test runs on both: SQLite and PostgreSQL."""
+    """Each database test runs on both: SQLite and PostgreSQL, on empty tables."""
     return _get_backend(request.param, backends, request)
 
 
@@ -190,21 +253,17 @@ def sqlite_backend(request: pytest.FixtureRequest, backends: dict[str, Backend])
 
 @pytest.fixture
 def connection(backend: Backend) -> Iterator[Connection]:
-    """A connection inside a transaction that is rolled back after the test."""
-    with backend.engine.connect() as connection:
-        transaction = connection.begin()
-        try:
-            yield connection
-        finally:
-            transaction.rollback()
+    """A plain connection to the test's database, in autocommit."""
+    with backend.plain.connect() as connection:
+        yield connection
 
 
 @pytest.fixture
-def db(connection: Connection) -> Iterator[Session]:
-    """A session for arranging and checking data directly, inside the test's transaction."""
-    with Session(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    ) as session:
+def db(backend: Backend) -> Iterator[Session]:
+    """A plain session for arranging and checking data directly, in autocommit: what it
+    writes is committed at once (commit() is harmless), and it reads what the app
+    committed."""
+    with Session(bind=backend.plain) as session:
         yield session
 
 
@@ -212,29 +271,12 @@ AppFactory = Callable[..., FastAPI]
 
 
 @pytest.fixture
-def app_factory(backend: Backend, connection: Connection) -> AppFactory:
-    """Apps with changed settings, whose sessions join the test's transaction."""
-
-    class SessionsInTestTransaction(SessionSource):
-        def open(self) -> Session:
-            return Session(
-                bind=connection,
-                join_transaction_mode="create_savepoint",
-                expire_on_commit=False,
-                autoflush=False,
-            )
-
-        def read(self, work: Callable[[Connection], T]) -> T:
-            # The test's own connection (inside its transaction) serves reads too.
-            return work(connection)
-
-    async def sessions_in_test_transaction() -> SessionSource:
-        return SessionsInTestTransaction(backend.database)
+def app_factory(backend: Backend) -> AppFactory:
+    """Apps with changed settings, built as `todoapp.main:app` is: `create_app(settings)`
+    with DATABASE_URL naming the test's database (their own engine and Database)."""
 
     def make(**settings: Any) -> FastAPI:
-        app = create_app(settings_for_tests(**settings), database=backend.database)
-        app.dependency_overrides[get_session_source] = sessions_in_test_transaction
-        return app
+        return create_app(settings_for_tests(database_url=backend.url, **settings))
 
     return make
 
@@ -253,24 +295,16 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 # --- committed data: several connections at once (PostgreSQL races) ------------
 @pytest.fixture
 def committed_client(pg_backend: Backend) -> Iterator[TestClient]:
-    """A client whose requests commit for real; the tables are emptied afterwards."""
-    app = create_app(settings_for_tests(), database=pg_backend.database)
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        with pg_backend.engine.begin() as connection:
-            connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
+    """A client of an app on the PostgreSQL database (for tests that are about
+    PostgreSQL alone, whatever the `backend` parameter)."""
+    app = create_app(settings_for_tests(database_url=pg_backend.url))
+    with TestClient(app) as client:
+        yield client
 
 
 def empty_tables(backend: Backend) -> None:
-    """Remove committed rows (tests on committed data clean up with this)."""
-    with backend.engine.begin() as connection:
-        if backend.is_postgres:
-            connection.execute(text("TRUNCATE todos, sessions, users RESTART IDENTITY CASCADE"))
-        else:
-            for table in ("todos", "sessions", "users"):
-                connection.execute(text(f"DELETE FROM {table}"))
+    """Remove committed rows now (each test starts on empty tables anyway)."""
+    backend.empty()
 
 
 # --- the fast lane ---------------------------------------------------------------
@@ -351,20 +385,36 @@ def admin(client: TestClient, db: Session) -> Account:
 
 # --- counting SQL statements -----------------------------------------------------
 class StatementCounter:
+    """Every statement the app sends: through its engine, and (on PostgreSQL) the fast
+    lane's reads on the event loop."""
+
     def __init__(self) -> None:
         self.statements: list[str] = []
 
     def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if not statement.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+        # Transaction control is no query (SQLite's BEGIN is sent as a statement).
+        if not statement.startswith(("BEGIN", "SAVEPOINT", "RELEASE", "ROLLBACK")):
             self.statements.append(statement)
 
 
 @pytest.fixture
-def count_statements(connection: Connection) -> Iterator[StatementCounter]:
+def count_statements(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[StatementCounter]:
     counter = StatementCounter()
-    event.listen(connection, "before_cursor_execute", counter)
+    engine = app.state.database.engine
+    real_fetch_all = pg_async.AsyncReader.fetch_all
+
+    async def fetch_all(
+        reader: pg_async.AsyncReader,
+        statement: pg_async.PreparedStatement | str,
+        params: dict[str, Any],
+    ) -> list[tuple[Any, ...]]:
+        counter.statements.append(getattr(statement, "sql", statement))
+        return await real_fetch_all(reader, statement, params)
+
+    monkeypatch.setattr(pg_async.AsyncReader, "fetch_all", fetch_all)
+    event.listen(engine, "before_cursor_execute", counter)
     yield counter
-    event.remove(connection, "before_cursor_execute", counter)
+    event.remove(engine, "before_cursor_execute", counter)
 
 
 # --- a real SMTP server ------------------------------------------------------------

@@ -232,4 +232,5 @@ def test_admin_lists_run_a_fixed_number_of_statements(
         count_statements.statements.clear()
         assert client.get(path, headers=admin.headers).status_code == 200
         counts.append(len(count_statements.statements))
-    assert max(counts) <= 3
+    assert min(counts) >= 1  # the counter sees the app's statements
+    assert max(counts) <= 3  # and they do not grow with the data

@@ -1,25 +1,21 @@
 """Lost updates: ETag on one todo and on /users/me, If-Match (412), If-None-Match (304)."""
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from tests.conftest import (
     Account,
     AppFactory,
-    Backend,
     login,
     register,
-    settings_for_tests,
 )
 from todoapp.deps import parse_entity_tags
-from todoapp.main import create_app
 
 CHANGED = {"detail": "the resource changed since it was read"}
 
@@ -269,16 +265,10 @@ def at_once(count: int, call: Callable[[int], httpx.Response]) -> list[httpx.Res
 
 
 @pytest.fixture
-def racing_client(backend: Backend) -> Iterator[TestClient]:
-    """Committed data and real concurrent connections (SQLite: one file, WAL)."""
-    app = create_app(settings_for_tests(), database=backend.database)
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        with backend.engine.begin() as connection:
-            connection.execute(text("DELETE FROM todos"))
-            connection.execute(text("DELETE FROM users"))
+def racing_client(client: TestClient) -> TestClient:
+    """The suite's app: committed data and real concurrent connections (SQLite: one
+    file, WAL)."""
+    return client
 
 
 RACERS = 20

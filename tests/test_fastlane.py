@@ -1,7 +1,8 @@
 """The fast lane for plain `GET /todos` answers exactly what the FastAPI route answers,
-and hands everything else to the app. It is off under dependency overrides, so these
-tests use committed data on each database and empty the tables afterwards."""
+and hands everything else to the app. The suite's app is built as production's is, so
+the lane is on in every test (conftest); these tests look at it closely."""
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,21 +12,64 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, Backend, empty_tables, login, register, settings_for_tests
+from tests.conftest import (
+    PASSWORD,
+    Account,
+    AppFactory,
+    Backend,
+    login,
+    register,
+)
 from todoapp import fastlane
-from todoapp.main import create_app
+from todoapp.database import Database
 
 
 @pytest.fixture
-def real_client(backend: Backend) -> Iterator[TestClient]:
-    app = create_app(
-        settings_for_tests(cors_origins=["https://app.example"]), database=backend.database
-    )
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        empty_tables(backend)
+def real_client(app_factory: AppFactory) -> Iterator[TestClient]:
+    with TestClient(app_factory(cors_origins=["https://app.example"])) as client:
+        yield client
+
+
+# --- the suite's app is production's -----------------------------------------------
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_the_suites_app_answers_a_plain_list_from_the_lane_on_the_event_loop(
+    client: TestClient, alice: Account, backend: Backend, lane_calls: list[Any]
+) -> None:
+    app = client.app
+    state = app.state  # type: ignore[attr-defined]
+    assert app.dependency_overrides == {}  # type: ignore[attr-defined]
+    # Its own Database and engine on the test's database, as todoapp.main:app makes them.
+    assert isinstance(state.database, Database)
+    assert state.database is not backend.database
+    assert state.database.engine.url.database == backend.engine.url.database
+    created = client.post("/todos", json={"title": "seen", "priority": 2}, headers=alice.headers)
+    assert created.status_code == 201
+    response = client.get("/todos", headers=alice.headers)
+    assert response.status_code == 200
+    assert [item["title"] for item in response.json()["items"]] == ["seen"]
+    assert lane_calls == [response.content]  # the lane's own answer
+    assert state.on_loop_reads is not None
+    assert state.on_loop_reads.reader._open == 1  # read on its own connection
+
+
+def test_the_suites_app_admits_requests_to_the_database(app_factory: AppFactory) -> None:
+    """Admission control is in place: with every place taken, a request that needs the
+    database waits for DB_POOL_TIMEOUT, then gets 503; once places free up, 200."""
+    with TestClient(app_factory(worker_threads=2, db_pool_timeout=0.2)) as client:
+        register(client, "ada")
+        auth = {"Authorization": f"Bearer {login(client, 'ada')}"}
+        admission: asyncio.Semaphore = client.app.state.admission  # type: ignore[attr-defined]
+        assert client.portal is not None
+        for _ in range(2):
+            client.portal.call(admission.acquire)
+        try:
+            busy = client.get("/users/me", headers=auth)
+        finally:
+            for _ in range(2):
+                client.portal.call(admission.release)
+        assert busy.status_code == 503
+        assert busy.json() == {"detail": "server busy: try again shortly"}
+        assert client.get("/users/me", headers=auth).status_code == 200
 
 
 @pytest.fixture
@@ -268,21 +312,17 @@ def test_whole_second_and_far_timestamps_read_the_same_in_the_lane(
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_with_no_fast_lane_connections_the_lane_reads_in_a_thread(
-    backend: Backend, lane_calls: list[Any], no_thread_reads: list[Any]
+    app_factory: AppFactory, lane_calls: list[Any], no_thread_reads: list[Any]
 ) -> None:
-    app = create_app(settings_for_tests(fast_lane_connections=0), database=backend.database)
-    try:
-        with TestClient(app) as client:
-            register(client, "threaded")
-            auth = {"Authorization": f"Bearer {login(client, 'threaded')}"}
-            response = client.get("/todos", headers=auth)
-            assert response.status_code == 200
-            assert response.json()["total"] == 0
-            assert app.state.on_loop_reads is None
-            assert (len(lane_calls), len(no_thread_reads)) == (1, 1)
-    finally:
-        with backend.engine.begin() as connection:
-            connection.execute(text("TRUNCATE todos, users RESTART IDENTITY CASCADE"))
+    app = app_factory(fast_lane_connections=0)
+    with TestClient(app) as client:
+        register(client, "threaded")
+        auth = {"Authorization": f"Bearer {login(client, 'threaded')}"}
+        response = client.get("/todos", headers=auth)
+        assert response.status_code == 200
+        assert response.json()["total"] == 0
+        assert app.state.on_loop_reads is None
+        assert (len(lane_calls), len(no_thread_reads)) == (1, 1)
 
 
 def test_the_lanes_next_cursor_continues_the_listing(

@@ -62,7 +62,7 @@ def real_app(backend: Backend) -> Iterator[Callable[..., FastAPI]]:
     and the sessions are the real ones) on each database; tables emptied afterwards."""
 
     def make(**settings: Any) -> FastAPI:
-        return create_app(settings_for_tests(**settings), database=backend.database)
+        return create_app(settings_for_tests(database_url=backend.url, **settings))
 
     try:
         yield make

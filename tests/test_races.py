@@ -145,7 +145,7 @@ def test_concurrent_writers_on_sqlite_queue_instead_of_failing(
 ) -> None:
     # A deferred BEGIN that reads, then writes, fails at once when another writer got
     # in between ("database is locked", a 503); BEGIN IMMEDIATE makes them queue.
-    app = create_app(settings_for_tests(), database=sqlite_backend.database)
+    app = create_app(settings_for_tests(database_url=sqlite_backend.url))
     try:
         with TestClient(app) as client:
             tokens = []

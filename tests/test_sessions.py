@@ -641,7 +641,7 @@ def test_each_login_purges_dead_sessions(client: TestClient, db: Session) -> Non
 # --- the fast lane and the threaded routes, on committed data ---------------------------
 def _committed(backend: Backend) -> Iterator[TestClient]:
     """A client of the app as production builds it, on committed data, emptied after."""
-    app = create_app(settings_for_tests(), database=backend.database)
+    app = create_app(settings_for_tests(database_url=backend.url))
     try:
         with TestClient(app) as client:
             yield client

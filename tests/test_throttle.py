@@ -216,7 +216,10 @@ def test_parallel_wrong_guesses_cannot_pass_the_limit_in_redis(
     pg_backend: Backend, real_redis: str, redis_prefix: str
 ) -> None:
     name = f"u{uuid.uuid4().hex[:10]}"
-    settings = settings_for_tests(redis_url=real_redis, redis_key_prefix=redis_prefix)
-    app = create_app(settings, database=pg_backend.database)
+    app = create_app(
+        settings_for_tests(
+            database_url=pg_backend.url, redis_url=real_redis, redis_key_prefix=redis_prefix
+        )
+    )
     with TestClient(app) as client:
         assert _parallel_wrong_logins(client, name, 12) == [401] * 5 + [429] * 7

@@ -356,7 +356,9 @@ def test_todo_list_runs_a_fixed_number_of_statements(
         assert response.status_code == 200
         counts.append(len(count_statements.statements))
     # The user, the page and (unless the page holds the end) its count: the number
-    # does not grow with the page size or the data, so there is no N+1.
+    # does not grow with the page size or the data, so there is no N+1. (A plain list
+    # on PostgreSQL is the fast lane's one statement, which is counted too.)
+    assert min(counts) >= 1
     assert max(counts) <= 3
 
 

@@ -9,9 +9,8 @@ reads in a thread, as the route does.
 
 It only ever answers 200: any request it cannot serve plainly (other parameters, a
 missing or bad token, a revoked user, a page past the end, a busy or unavailable
-database, a test's dependency overrides) goes on to the app unchanged, which gives
-the contract's answer. Reads are idempotent, so a fall-through after a failed attempt
-is safe.
+database) goes on to the app unchanged, which gives the contract's answer. Reads are
+idempotent, so a fall-through after a failed attempt is safe.
 """
 
 import asyncio
@@ -27,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from todoapp import metrics, security
 from todoapp.config import Settings
 from todoapp.database import Database
-from todoapp.deps import MAX_ID, admit, get_session_source
+from todoapp.deps import MAX_ID, admit
 from todoapp.pg_async import AsyncReader, PreparedStatement, ReadFailed
 from todoapp.routers.todos import page_json, todo_page_json
 from todoapp.services.paging import Window
@@ -118,8 +117,6 @@ class TodoListFastLane:
         await self.app(scope, receive, send)
 
     async def _page(self, scope: Scope) -> bytes | None:
-        if get_session_source in self.fastapi_app.dependency_overrides:
-            return None
         if self.fastapi_app.state.settings.require_verified_email:
             return None  # the route checks verification (403) as well
         paging = _paging(scope["query_string"])
