@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test lint chromium serve bench bench-growth soak e2e clean cluster
+.PHONY: run test test-sqlite lint chromium serve bench bench-growth soak e2e clean cluster
 
 # Debian's packages that the tests (PgBouncer, Chromium), `make cluster` and `make soak` run.
 APT_INSTALL = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -36,10 +36,19 @@ lint: $(VENV)/.dev
 	$(BIN)/mypy
 
 ## test: install, lint, then the whole suite on SQLite and PostgreSQL (with the browser
-## tests of the web front end in Debian's Chromium)
+## tests of the web front end in Debian's Chromium). PostgreSQL is never skipped: the
+## server at TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres),
+## else a throwaway one the suite starts itself (initdb in a temporary folder, a free
+## port, stopped at the end; needs Debian's `postgresql` package, or TEST_PG_BINDIR
+## naming a folder with initdb and pg_ctl); with neither, it stops at once saying so.
 test: lint chromium
 	@command -v pgbouncer >/dev/null || { $(APT_INSTALL) pgbouncer; }
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+## test-sqlite: lint, then the SQLite half alone (--sqlite-only): every test that needs
+## PostgreSQL is deselected (and counted as such), none runs without it
+test-sqlite: lint chromium
+	$(BIN)/pytest -n 2 --dist loadgroup --sqlite-only
 
 ## chromium: Debian's Chromium for the browser tests and `make e2e`, installed when missing
 chromium:

@@ -11,6 +11,11 @@ alembic_version, identities restarted) before each test that uses a database. Th
 and `connection` fixtures are plain sessions on the same database, in autocommit: each
 statement commits at once, so the app sees what a test arranged and the test sees what
 the app committed, with no lock held in between.
+
+PostgreSQL is required, never skipped: the server at TEST_DATABASE_URL (default
+DEFAULT_PG), or else a throwaway one started for the run (tests/pgserver.py); with
+neither, the run stops at once with one line saying what to install or set. A run with
+`--sqlite-only` (`make test-sqlite`) deselects every PostgreSQL test instead.
 """
 
 import os
@@ -40,6 +45,7 @@ from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from tests import pgserver
 from tests.smtp import SmtpServer
 from todoapp import fastlane, pg_async
 from todoapp.config import Settings, get_settings
@@ -47,35 +53,95 @@ from todoapp.database import Database, database_url, make_engine
 from todoapp.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_PG = pgserver.DEFAULT_PG
 PASSWORD = "password123"
+SQLITE_ONLY = "--sqlite-only"
 
 
-# --- PostgreSQL server ---------------------------------------------------------
-def _pg_admin_url() -> str:
-    return os.environ.get("TEST_DATABASE_URL", DEFAULT_PG)
+# --- PostgreSQL server: the configured one, or a throwaway one, never none ------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        SQLITE_ONLY,
+        action="store_true",
+        help="run the SQLite half alone: every test that needs PostgreSQL is deselected",
+    )
 
 
-def _pg_unavailable_reason() -> str | None:
-    engine = create_engine(database_url(_pg_admin_url()), connect_args={"connect_timeout": 3})
+_THROWAWAY = pytest.StashKey[pgserver.ThrowawayPostgres]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Make sure a PostgreSQL server answers before any test runs (in the xdist
+    controller, or the only process: workers inherit TEST_DATABASE_URL from it)."""
+    if config.getoption(SQLITE_ONLY) or hasattr(config, "workerinput"):
+        return
+    wanted = _pg_admin_url()
+    if pgserver.answers(wanted):
+        return
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        raise pytest.UsageError(pgserver.missing_message(wanted))
+    server = pgserver.ThrowawayPostgres(bindir)
     try:
-        with engine.connect():
-            return None
-    except Exception as exc:
-        where = make_url(_pg_admin_url()).render_as_string()
-        return f"PostgreSQL at {where} unreachable: {type(exc).__name__}"
-    finally:
-        engine.dispose()
+        os.environ["TEST_DATABASE_URL"] = server.start()
+    except BaseException:
+        server.stop()
+        raise
+    config.stash[_THROWAWAY] = server
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = config.stash.get(_THROWAWAY, None)
+    if server is not None:
+        server.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if config.getoption(SQLITE_ONLY):
+        return "databases: SQLite only (--sqlite-only): PostgreSQL tests deselected"
+    server = config.stash.get(_THROWAWAY, None)
+    if server is not None:
+        return (
+            f"databases: SQLite and a throwaway PostgreSQL on 127.0.0.1:{server.port} "
+            f"(in {server.folder}), stopped at the end"
+        )
+    return f"databases: SQLite and PostgreSQL at {pgserver.shown(_pg_admin_url())}"
+
+
+# Tests that need PostgreSQL by nature: through these fixtures, the mark, or a
+# `postgresql` parameter of a parametrized database fixture.
+_PG_FIXTURES = {"pg_server", "pg_backend", "empty_pg_url", "committed_client"}
+_DATABASE_PARAMS = ("backend", "empty_database_url")
+
+
+def needs_postgres(item: pytest.Item) -> bool:
+    if item.get_closest_marker("postgres_only") is not None:
+        return True
+    if _PG_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    return any(params.get(name) == "postgresql" for name in _DATABASE_PARAMS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption(SQLITE_ONLY):
+        return
+    deselected = [item for item in items if needs_postgres(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not needs_postgres(item)]
+
+
+def _pg_admin_url() -> str:
+    return pgserver.admin_url()
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> str:
-    """The admin URL of a reachable PostgreSQL server, or a skip (a failure in CI)."""
-    reason = _pg_unavailable_reason()
-    if reason is not None:
-        if os.environ.get("REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"REQUIRE_POSTGRES=1 but {reason}")
-        pytest.skip(reason)
+def pg_server(pytestconfig: pytest.Config) -> str:
+    """The admin URL of the run's PostgreSQL server (see pytest_configure)."""
+    if pytestconfig.getoption(SQLITE_ONLY):
+        pytest.fail("this test needs PostgreSQL, and the run is --sqlite-only")
     return _pg_admin_url()
 
 
