@@ -160,7 +160,7 @@ def _caller(db: Session, who: str) -> Caller:
 @pytest.fixture
 def fuzz_app(app: FastAPI, db: Session) -> FastAPI:
     # The seeded database: a user, an admin and todos of each, plus a few others.
-    _accounts.clear()  # each test has a database of its own (rolled back afterwards)
+    _accounts.clear()  # each test starts on empty tables (conftest)
     _callers.clear()
     for name, role in (("fuzzuser", "user"), ("fuzzadmin", "admin"), ("other", "user")):
         _ensure_account(db, name, role)
