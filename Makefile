@@ -46,7 +46,7 @@ test: lint chromium
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 ## test-sqlite: lint, then the SQLite half alone (--sqlite-only): every test that needs
-## PostgreSQL is deselected (and counted as such), none runs without it
+## PostgreSQL is deselected (the header says so), none runs and fails or skips for lack of it
 test-sqlite: lint chromium
 	$(BIN)/pytest -n 2 --dist loadgroup --sqlite-only
 
