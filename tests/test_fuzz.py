@@ -18,7 +18,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from todoapp.models import Todo, User
@@ -145,7 +145,10 @@ class Caller:
 
     def after(self, case: Any) -> None:
         if _may_revoke(case):
-            self._headers = None
+            self.forget()
+
+    def forget(self) -> None:
+        self._headers = None
 
 
 _callers: dict[str, Caller] = {}
@@ -157,13 +160,29 @@ def _caller(db: Session, who: str) -> Caller:
     return _callers[who]
 
 
-@pytest.fixture
-def fuzz_app(app: FastAPI, db: Session) -> FastAPI:
-    # The seeded database: a user, an admin and todos of each, plus a few others.
-    _accounts.clear()  # each test starts on empty tables (conftest)
-    _callers.clear()
+def _seed(db: Session) -> None:
+    """The seeded database: a user, an admin and todos of each, plus a few others."""
+    _accounts.clear()
+    for caller in _callers.values():
+        caller.forget()
     for name, role in (("fuzzuser", "user"), ("fuzzadmin", "admin"), ("other", "user")):
         _ensure_account(db, name, role)
+
+
+def _reseed(db: Session) -> None:
+    """Every account gone (their todos, sessions and mail with them: ON DELETE CASCADE),
+    then seeded again: each scenario starts from the same state, so the same requests
+    get the same answers, which Hypothesis needs to replay and shrink a scenario."""
+    db.execute(text("DELETE FROM users"))
+    db.commit()
+    db.expunge_all()
+    _seed(db)
+
+
+@pytest.fixture
+def fuzz_app(app: FastAPI, db: Session) -> FastAPI:
+    _callers.clear()  # each test starts on empty tables (conftest)
+    _seed(db)
     return app
 
 
@@ -237,6 +256,9 @@ def test_fuzz_stateful(who: str, api_schema: Any, db: Session) -> None:
     )
 
     class Scenarios(linked.as_state_machine()):  # type: ignore[misc]
+        def setup(self) -> None:
+            _reseed(db)
+
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
             return {"headers": caller.headers()}
 
