@@ -9,7 +9,7 @@ that route (and those cases) only: see `deliberate` and README, "Fuzzing".
 """
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ import schemathesis
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, settings
+from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session
@@ -180,10 +181,16 @@ def _reseed(db: Session) -> None:
 
 
 @pytest.fixture
-def fuzz_app(app: FastAPI, db: Session) -> FastAPI:
+def fuzz_app(app: FastAPI, db: Session) -> Iterator[FastAPI]:
     _callers.clear()  # each test starts on empty tables (conftest)
     _seed(db)
-    return app
+    try:
+        yield app
+    finally:
+        # Schemathesis starts the app's lifespan on first use and keeps it for the
+        # process: end it with the test (the mail worker, the lane's and the engine's
+        # connections), as a server's shutdown would.
+        shutdown_lifespans()
 
 
 @pytest.fixture
