@@ -76,8 +76,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption(SQLITE_ONLY) or hasattr(config, "workerinput"):
         return
     wanted = _pg_admin_url()
-    if pgserver.answers(wanted):
-        return
+    try:
+        if pgserver.answers(wanted):
+            return
+    except pgserver.Refused as exc:
+        raise pytest.UsageError(f"{exc}: fix TEST_DATABASE_URL") from None
     bindir = pgserver.find_bindir()
     if bindir is None:
         raise pytest.UsageError(pgserver.missing_message(wanted))

@@ -35,13 +35,23 @@ def shown(url: str) -> str:
     return make_url(url).render_as_string()  # the password, if any, as ***
 
 
+class Refused(Exception):
+    """A server answers at the URL but refuses the connection (a wrong password, user or
+    database name): a mistake to report, not a reason to start another server."""
+
+
 def answers(url: str, timeout: int = 3) -> bool:
-    """Whether a PostgreSQL server accepts a connection at this URL."""
+    """Whether a PostgreSQL server accepts a connection at this URL: False when none
+    answers there, Refused when one answers but will not have us."""
     engine = create_engine(database_url(url), connect_args={"connect_timeout": timeout})
     try:
         with engine.connect():
             return True
-    except Exception:
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", exc))
+        if "FATAL:" in reason:
+            first = reason.split("FATAL:", 1)[1].strip().splitlines()[0]
+            raise Refused(f"PostgreSQL at {shown(url)} refused the connection: {first}") from exc
         return False
     finally:
         engine.dispose()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests import pgserver
 from tests.conftest import ROOT
@@ -85,3 +86,21 @@ def test_without_a_server_or_the_binaries_the_run_stops_with_one_line(tmp_path: 
     message = pgserver.missing_message(url)
     assert "`postgresql` package" in message
     assert "TEST_DATABASE_URL" in message
+
+
+def test_a_server_that_refuses_us_stops_the_run_instead_of_another_starting(
+    pg_server: str,
+) -> None:
+    wrong = make_url(pg_server).set(database="todoapp_no_such_database")
+    url = wrong.render_as_string(hide_password=False)
+    with pytest.raises(pgserver.Refused, match='"todoapp_no_such_database" does not exist'):
+        pgserver.answers(url)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/test_cli.py"],
+        cwd=ROOT, env=_environment(TEST_DATABASE_URL=url),
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR
+    [line] = run.stderr.strip().splitlines()
+    assert line.startswith(f"ERROR: PostgreSQL at {pgserver.shown(url)} refused the connection")
+    assert line.endswith("fix TEST_DATABASE_URL")
