@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query, status
 from todoapp.deps import AdminUser, IdPath, SessionDep, TodoQueryDep, WindowDep
 from todoapp.routers.responses import AUTHED, BODY, errors
 from todoapp.routers.todos import page_of_todos
+from todoapp.routing import OneHopRoute
 from todoapp.schemas import AdminUserUpdate, Page, Role, SearchText, TodoOut, UserOut
 from todoapp.services import todos, users
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=OneHopRoute)
 ADMIN = (*AUTHED, 403)
 
 

@@ -17,6 +17,7 @@ from todoapp.routers.refresh_cookie import (
     token_answer,
 )
 from todoapp.routers.responses import AUTHED, BODY, DB, errors, links_by_id
+from todoapp.routing import OneHopRoute
 from todoapp.schemas import (
     Accepted,
     EmailVerification,
@@ -29,7 +30,7 @@ from todoapp.schemas import (
 )
 from todoapp.services import mail, sessions, users
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=OneHopRoute)
 
 # What an admin can do next with an account just registered.
 REGISTERED_USER_LINKS = links_by_id(

@@ -32,13 +32,14 @@ from todoapp.routers.responses import (
     links_by_id,
     with_etag,
 )
+from todoapp.routing import OneHopRoute
 from todoapp.schemas import Page, TodoCreate, TodoOut, TodoPatch, TodoReplace
 from todoapp.security import TokenClaims
 from todoapp.services import todos, users
 from todoapp.services.paging import Found, Window
 from todoapp.services.todos import TodoQuery
 
-router = APIRouter(prefix="/todos", tags=["todos"])
+router = APIRouter(prefix="/todos", tags=["todos"], route_class=OneHopRoute)
 
 # What can be done next with the todo just created (the last: by an admin).
 CREATED_TODO_LINKS = links_by_id(

@@ -18,10 +18,11 @@ from todoapp.deps import (
 from todoapp.models import User
 from todoapp.routers.refresh_cookie import clear_refresh_cookie
 from todoapp.routers.responses import AUTHED, BODY, IF_MATCH, IF_NONE_MATCH, errors, with_etag
+from todoapp.routing import OneHopRoute
 from todoapp.schemas import PasswordChange, SessionOut, UserOut, UserUpdate
 from todoapp.services import sessions, users
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=OneHopRoute)
 
 
 def _tagged(user: User, response: Response) -> UserOut:

@@ -1,0 +1,207 @@
+"""OneHopRoute (todoapp/routing.py): a plain def route and its plain def dependencies
+run in one worker thread, in order, each once; `yield` dependencies are left after the
+route, in that thread; FastAPI's overrides still work. The app's own routes use it:
+see test_the_apps_sync_routes_take_one_thread_hop."""
+
+import threading
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import anyio.to_thread
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from tests.conftest import make_account
+from todoapp.routing import OneHopRoute
+
+
+class Journal:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+
+    def note(self, event: str) -> None:
+        self.events.append((event, threading.get_ident()))
+
+    @property
+    def threads(self) -> set[int]:
+        return {ident for _, ident in self.events}
+
+    @property
+    def names(self) -> list[str]:
+        return [event for event, _ in self.events]
+
+
+def build(journal: Journal, route_class: type[APIRoute] = OneHopRoute) -> FastAPI:
+    def resource() -> Iterator[str]:
+        journal.note("resource opened")
+        try:
+            yield "resource"
+        except HTTPException:
+            journal.note("resource saw the error")
+            raise
+        finally:
+            journal.note("resource closed")
+
+    def caller(resource: Annotated[str, Depends(resource)]) -> str:
+        journal.note("caller")
+        return f"caller using {resource}"
+
+    def audit(resource: Annotated[str, Depends(resource)]) -> None:
+        journal.note("audit")
+
+    async def on_the_loop(request: Request) -> str:
+        journal.note("async dependency")
+        return request.method
+
+    router = APIRouter(route_class=route_class)
+
+    @router.get("/thing/{thing_id}", dependencies=[Depends(audit)])
+    def read_thing(
+        thing_id: int,
+        who: Annotated[str, Depends(caller)],
+        resource: Annotated[str, Depends(resource)],
+        method: Annotated[str, Depends(on_the_loop)],
+    ) -> dict[str, Any]:
+        journal.note("route")
+        if thing_id == 404:
+            raise HTTPException(404, "no such thing")
+        return {"id": thing_id, "who": who, "resource": resource, "method": method}
+
+    app = FastAPI()
+    app.include_router(router)
+    app.state.resource = resource
+    return app
+
+
+def test_a_route_and_its_sync_dependencies_run_in_one_thread_in_order() -> None:
+    journal = Journal()
+    with TestClient(build(journal)) as client:
+        response = client.get("/thing/7")
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": 7,
+        "who": "caller using resource",
+        "resource": "resource",
+        "method": "GET",
+    }
+    sync_events = [(name, ident) for name, ident in journal.events if name != "async dependency"]
+    # The resource is made once, though the route, caller and audit all use it.
+    assert [name for name, _ in sync_events] == [
+        "resource opened",
+        "audit",
+        "caller",
+        "route",
+        "resource closed",
+    ]
+    assert len({ident for _, ident in sync_events}) == 1  # one worker thread for all of them
+    loop_thread = dict(journal.events)["async dependency"]
+    assert loop_thread not in {ident for _, ident in sync_events}
+
+
+def test_the_plain_apiroute_takes_a_hop_per_dependency() -> None:
+    # What OneHopRoute saves: with FastAPI's own route the same request takes six
+    # trips to the threadpool (resource in and out, audit, caller, the route, and the
+    # check of its answer against the response model).
+    hops: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    for route_class, expected in ((APIRoute, 6), (OneHopRoute, 1)):
+        hops.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(anyio.to_thread, "run_sync", counting)
+            with TestClient(build(Journal(), route_class)) as client:
+                assert client.get("/thing/1").status_code == 200
+        assert len(hops) == expected, (route_class.__name__, hops)
+
+
+def test_an_error_in_the_route_reaches_the_yield_dependency_in_the_same_thread() -> None:
+    journal = Journal()
+    with TestClient(build(journal)) as client:
+        response = client.get("/thing/404")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no such thing"}
+    assert journal.names[-3:] == ["route", "resource saw the error", "resource closed"]
+    assert len(journal.threads - {dict(journal.events)["async dependency"]}) == 1
+
+
+def test_overrides_are_honoured() -> None:
+    journal = Journal()
+    app = build(journal)
+
+    def fake_resource() -> Iterator[str]:
+        yield "fake"
+
+    app.dependency_overrides[app.state.resource] = fake_resource
+    with TestClient(app) as client:
+        body = client.get("/thing/3").json()
+    assert body["resource"] == "fake"
+    assert body["who"] == "caller using fake"
+    assert "resource opened" not in journal.names
+
+
+def test_an_async_dependency_on_a_sync_one_is_refused_when_declared() -> None:
+    def sync_part() -> int:
+        return 1
+
+    async def async_part(value: Annotated[int, Depends(sync_part)]) -> int:
+        return value
+
+    def mixed(value: Annotated[int, Depends(async_part)]) -> int:
+        return value
+
+    router = APIRouter(route_class=OneHopRoute)
+    with pytest.raises(TypeError, match="async dependency async_part uses a plain def"):
+        router.add_api_route("/mixed", mixed)
+
+
+def test_async_routes_are_left_to_fastapi() -> None:
+    router = APIRouter(route_class=OneHopRoute)
+
+    @router.get("/async")
+    async def on_the_loop() -> dict[str, int]:
+        return {"thread": threading.get_ident()}
+
+    app = FastAPI()
+    app.include_router(router)
+    with TestClient(app) as client:
+        assert client.get("/async").status_code == 200
+
+
+def test_the_apps_sync_routes_take_one_thread_hop(
+    committed_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app's routes, built as todoapp.main builds them.
+    client = committed_client
+    alice = make_account(client, "alice")
+    created = client.post("/todos", json={"title": "one hop", "priority": 3}, headers=alice.headers)
+    assert created.status_code == 201
+    hops: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    todo_id = created.json()["id"]
+    for method, path, body in (
+        ("GET", f"/todos/{todo_id}", None),
+        ("PATCH", f"/todos/{todo_id}", {"complete": True}),
+        (
+            "PUT",
+            f"/todos/{todo_id}",
+            {"title": "t", "description": "", "priority": 2, "complete": False},
+        ),
+        ("GET", "/users/me", None),
+        ("DELETE", f"/todos/{todo_id}", None),
+    ):
+        hops.clear()
+        response = client.request(method, path, json=body, headers=alice.headers)
+        assert response.status_code in (200, 204), (method, path, response.text)
+        assert len(hops) == 1, (method, path, hops)
