@@ -26,7 +26,7 @@ def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 def reader_for(backend: Backend, size: int = 2, timeout: float = 2.0) -> AsyncReader:
-    return backend.database.async_reader(size=size, timeout=timeout)
+    return pg_async.reader_for(backend.database, size=size, timeout=timeout)
 
 
 def test_a_read_gives_its_rows_with_bound_parameters(pg_backend: Backend) -> None:
@@ -189,7 +189,7 @@ def test_a_prepared_statement_numbers_each_parameter_once() -> None:
 
 def test_every_new_connection_prepares_the_statements(pg_backend: Backend) -> None:
     doubled = PreparedStatement("doubled", "SELECT %(n)s::int * 2 + 10 %% 3")
-    reader = pg_backend.database.async_reader(size=1, timeout=2, prepared=(doubled,))
+    reader = pg_async.reader_for(pg_backend.database, size=1, timeout=2, prepared=(doubled,))
 
     async def work() -> list[tuple[Any, ...]]:
         try:
@@ -214,7 +214,7 @@ def test_statements_the_server_lost_switch_the_reader_to_unprepared_reads(
     # that never saw the PREPARE: here, a statement that no session prepared.
     kept = PreparedStatement("kept", "SELECT 1")
     lost = PreparedStatement("lost", "SELECT %(n)s::int")
-    reader = pg_backend.database.async_reader(size=1, timeout=2, prepared=(kept,))
+    reader = pg_async.reader_for(pg_backend.database, size=1, timeout=2, prepared=(kept,))
 
     async def work() -> list[tuple[Any, ...]]:
         try:
@@ -233,7 +233,9 @@ def test_a_statement_already_prepared_on_the_session_switches_to_unprepared_at_o
     pg_backend: Backend,
 ) -> None:
     doubled = PreparedStatement("twice", "SELECT %(n)s::int * 2")
-    reader = pg_backend.database.async_reader(size=1, timeout=2, prepared=(doubled, doubled))
+    reader = pg_async.reader_for(
+        pg_backend.database, size=1, timeout=2, prepared=(doubled, doubled)
+    )
 
     async def work() -> list[tuple[Any, ...]]:
         try:

@@ -15,7 +15,6 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from todoapp.config import Settings
-from todoapp.pg_async import AsyncReader, PreparedStatement
 
 T = TypeVar("T")
 
@@ -235,34 +234,6 @@ class Database:
     def schema_ready(self) -> bool:
         """True once the schema was found at the head revision (see ensure_schema_ready)."""
         return self._schema_ready
-
-    def async_reader(
-        self,
-        size: int,
-        timeout: float,
-        prepared: tuple[PreparedStatement, ...] = (),
-        *,
-        pooler: bool = False,
-    ) -> AsyncReader:
-        """An AsyncReader on this PostgreSQL database, connecting as the engine does.
-
-        Behind a pooler in transaction mode (`pooler`), nothing is prepared (a statement
-        prepared on one server connection is unknown on the next) and the time zone is
-        SET (see POOLED_CONNECT_ARGS); reads given up on are cancelled by the pooler.
-        """
-        _args, params = self.engine.dialect.create_connect_args(self.engine.url)
-        if pooler:
-            return AsyncReader(
-                {**params, **POOLED_CONNECT_ARGS}, size=size, timeout=timeout, setup=(SET_UTC,)
-            )
-        # A read given up on after `timeout` is stopped by the server too.
-        options = f"{POSTGRES_CONNECT_ARGS['options']} -c statement_timeout={int(timeout * 1000)}"
-        return AsyncReader(
-            {**params, **POSTGRES_CONNECT_ARGS, "options": options},
-            size=size,
-            timeout=timeout,
-            prepared=prepared,
-        )
 
     def current_revision(self) -> str | None:
         with self.read_engine.connect() as connection:

@@ -27,8 +27,8 @@ from todoapp import metrics, security
 from todoapp.config import Settings
 from todoapp.database import Database
 from todoapp.deps import MAX_ID, admit
-from todoapp.pg_async import AsyncReader, PreparedStatement, ReadFailed
-from todoapp.routers.todos import page_json, todo_page_json
+from todoapp.pages import page_json, todo_page_json
+from todoapp.pg_async import AsyncReader, PreparedStatement, ReadFailed, reader_for
 from todoapp.services.paging import Window
 from todoapp.services.todos import TodoQuery, cursor_after, first_page_with_token_check
 from todoapp.services.users import token_params
@@ -216,7 +216,8 @@ def on_loop_reads(database: Database, settings: Settings) -> OnLoopReads | None:
     first_page = PreparedStatement(
         "todoapp_first_page", str(statement.compile(dialect=engine.dialect))
     )
-    reader = database.async_reader(
+    reader = reader_for(
+        database,
         size=settings.fast_lane_connections,
         timeout=settings.db_pool_timeout,
         prepared=(first_page,),

@@ -25,6 +25,8 @@ import psycopg2
 import psycopg2.errors
 from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE, connection
 
+from todoapp.database import POOLED_CONNECT_ARGS, POSTGRES_CONNECT_ARGS, SET_UTC, Database
+
 logger = logging.getLogger(__name__)
 
 
@@ -275,3 +277,33 @@ class AsyncReader:
                 waiter.set_exception(ReadFailed("closed"))
         while self._idle:
             self._discard(self._idle.pop())
+
+
+def reader_for(
+    database: Database,
+    size: int,
+    timeout: float,
+    prepared: tuple[PreparedStatement, ...] = (),
+    *,
+    pooler: bool = False,
+) -> AsyncReader:
+    """An AsyncReader on the database's PostgreSQL, connecting as its engine does.
+
+    Behind a pooler in transaction mode (`pooler`), nothing is prepared (a statement
+    prepared on one server connection is unknown on the next) and the time zone is
+    SET (see database.POOLED_CONNECT_ARGS); reads given up on are cancelled by the pooler.
+    """
+    engine = database.engine
+    _args, params = engine.dialect.create_connect_args(engine.url)
+    if pooler:
+        return AsyncReader(
+            {**params, **POOLED_CONNECT_ARGS}, size=size, timeout=timeout, setup=(SET_UTC,)
+        )
+    # A read given up on after `timeout` is stopped by the server too.
+    options = f"{POSTGRES_CONNECT_ARGS['options']} -c statement_timeout={int(timeout * 1000)}"
+    return AsyncReader(
+        {**params, **POSTGRES_CONNECT_ARGS, "options": options},
+        size=size,
+        timeout=timeout,
+        prepared=prepared,
+    )

@@ -6,8 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from todoapp.deps import AdminUser, IdPath, SessionDep, TodoQueryDep, WindowDep
+from todoapp.pages import page_of_todos
 from todoapp.routers.responses import AUTHED, BODY, errors
-from todoapp.routers.todos import page_of_todos
 from todoapp.routing import OneHopRoute
 from todoapp.schemas import AdminUserUpdate, Page, Role, SearchText, TodoOut, UserOut
 from todoapp.services import todos, users

@@ -1,20 +1,15 @@
 """/todos: the signed-in user's own todos."""
 
-from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import TypeAdapter
-from sqlalchemy import Connection
 
 from todoapp.deps import (
     IdPath,
     IfMatch,
     IfNoneMatch,
     SessionDep,
-    SessionSource,
     SessionSourceDep,
     TodoQueryDep,
     TodoUser,
@@ -23,6 +18,7 @@ from todoapp.deps import (
     etag,
     expected_versions,
 )
+from todoapp.pages import todo_page_json
 from todoapp.routers.responses import (
     AUTHED,
     BODY,
@@ -34,10 +30,7 @@ from todoapp.routers.responses import (
 )
 from todoapp.routing import OneHopRoute
 from todoapp.schemas import Page, TodoCreate, TodoOut, TodoPatch, TodoReplace
-from todoapp.security import TokenClaims
-from todoapp.services import todos, users
-from todoapp.services.paging import Found, Window
-from todoapp.services.todos import TodoQuery
+from todoapp.services import todos
 
 router = APIRouter(prefix="/todos", tags=["todos"], route_class=OneHopRoute)
 
@@ -52,55 +45,6 @@ CREATED_TODO_LINKS = links_by_id(
         "AdminDeleteTodo": "admin-todos-delete",
     },
 )
-
-
-def page_of_todos(page: Found[Any], window: Window) -> Page[TodoOut]:
-    return Page[TodoOut].model_validate(
-        {
-            "items": page.items,
-            "total": page.total,
-            "limit": window.limit,
-            "offset": window.offset,
-            "next_cursor": page.next_cursor,
-        },
-        from_attributes=True,
-    )
-
-
-_TODO_PAGE = TypeAdapter(Page[TodoOut])
-
-
-def todo_page_json(
-    sessions: SessionSource,
-    claims: TokenClaims,
-    query: TodoQuery,
-    window: Window,
-    *,
-    verified_only: bool = False,
-) -> bytes:
-    """The caller's page of todos as JSON: one unit of work, run in a worker thread."""
-
-    def read_page(db: Connection) -> Found[Any]:
-        owner_id = users.user_id_for_token(db, claims, verified_only=verified_only)
-        scoped = replace(query, owner_id=owner_id)
-        return todos.list_todos(db, scoped, window)
-
-    page = sessions.read(read_page)
-    return page_json(page.items, page.total, window.limit, window.offset, page.next_cursor)
-
-
-def page_json(
-    items: Sequence[Any], total: int | None, limit: int, offset: int, next_cursor: str | None
-) -> bytes:
-    """A Page[TodoOut] as JSON bytes, from rows or mappings of the todo columns."""
-    page = {
-        "items": items,
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-        "next_cursor": next_cursor,
-    }
-    return _TODO_PAGE.dump_json(_TODO_PAGE.validate_python(page, from_attributes=True))
 
 
 @router.get(
