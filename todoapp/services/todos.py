@@ -260,12 +260,16 @@ def first_page_with_token_check() -> Select[*tuple[Any, ...]]:
     )
 
 
+_ANY_TODO = select(Todo).where(Todo.id == bindparam("todo_id"))
+_OWN_TODO = _ANY_TODO.where(Todo.owner_id == bindparam("owner_id"))
+
+
 def get_todo(db: Session, todo_id: int, *, owner_id: int | None) -> Todo:
     """The todo, if it exists and (when owner_id is given) belongs to that owner."""
-    query = select(Todo).where(Todo.id == todo_id)
-    if owner_id is not None:
-        query = query.where(Todo.owner_id == owner_id)
-    todo = db.scalar(query)
+    if owner_id is None:
+        todo = db.scalar(_ANY_TODO, {"todo_id": todo_id})
+    else:
+        todo = db.scalar(_OWN_TODO, {"todo_id": todo_id, "owner_id": owner_id})
     if todo is None:
         raise NotFound(NOT_FOUND)
     return todo
