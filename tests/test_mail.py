@@ -740,6 +740,23 @@ def test_require_verified_email_keeps_unverified_accounts_out_of_todos_only(
         assert client.get("/todos", headers=ada.headers).status_code == 200
         created = client.post("/todos", json={"title": "x", "priority": 1}, headers=ada.headers)
         assert created.status_code == 201
+        # Unverified again (the address changed, say): every route on her todo is 403,
+        # and none of them changes it.
+        db.execute(text("UPDATE users SET is_verified = false WHERE id = :id"), {"id": ada.id})
+        db.commit()
+        path = f"/todos/{created.json()['id']}"
+        replace = {"title": "y", "description": "", "priority": 2, "complete": True}
+        for method, body in (
+            ("GET", None),
+            ("PATCH", {"complete": True}),
+            ("PUT", replace),
+            ("DELETE", None),
+        ):
+            answer = client.request(method, path, json=body, headers=ada.headers)
+            assert (answer.status_code, answer.json()) == (403, not_verified), method
+        db.execute(text("UPDATE users SET is_verified = true WHERE id = :id"), {"id": ada.id})
+        db.commit()
+        assert client.get(path, headers=ada.headers).json() == created.json()
 
 
 def test_require_verified_email_holds_on_the_fast_lane_too(url: str) -> None:

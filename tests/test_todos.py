@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from tests.conftest import Account, StatementCounter, make_account
+from tests.conftest import Account, StatementCounter, login, make_account
 from todoapp.models import Todo
 
 
@@ -360,6 +360,64 @@ def test_todo_list_runs_a_fixed_number_of_statements(
     # on PostgreSQL is the fast lane's one statement, which is counted too.)
     assert min(counts) >= 1
     assert max(counts) <= 3
+
+
+def _work_statements(statements: list[str]) -> list[str]:
+    """The statements that read or write data (no BEGIN, COMMIT, ROLLBACK, SAVEPOINT or
+    the pool's ping)."""
+    skipped = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SELECT 1")
+    return [s for s in statements if not s.strip().upper().startswith(skipped)]
+
+
+def test_each_todo_route_checks_the_caller_in_the_statement_that_does_its_work(
+    client: TestClient, count_statements: StatementCounter, alice: Account
+) -> None:
+    # The token's user and session are checked by the read or write itself: one
+    # statement per request where there used to be two (the user, then the work).
+    todo = create(client, alice, title="counted")
+    path = f"/todos/{todo['id']}"
+    body = {"title": "t", "description": "", "priority": 2, "complete": False}
+    for method, url, json in (
+        ("POST", "/todos", {"title": "new", "priority": 1}),
+        ("GET", path, None),
+        ("PATCH", path, {"complete": True}),
+        ("PUT", path, body),
+        ("DELETE", path, None),
+    ):
+        count_statements.statements.clear()
+        response = client.request(method, url, json=json, headers=alice.headers)
+        assert response.status_code in (200, 201, 204), (method, response.text)
+        work = _work_statements(count_statements.statements)
+        assert len(work) == 1, (method, work)
+        assert "sessions" in work[0], (method, work)  # the token's check is in it
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE", "POST"])
+def test_a_revoked_token_is_401_on_every_todo_route_and_changes_nothing(
+    client: TestClient, alice: Account, bob: Account, method: str
+) -> None:
+    todo = create(client, alice, title="kept")
+    client.post("/auth/logout", headers=alice.headers)  # the token still has a good signature
+    url = "/todos" if method == "POST" else f"/todos/{todo['id']}"
+    body = {"title": "t", "description": "", "priority": 2, "complete": True}
+    response = client.request(
+        method, url, json=None if method in ("GET", "DELETE") else body, headers=alice.headers
+    )
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    fresh = login(client, alice.username)
+    mine = client.get("/todos", headers={"Authorization": f"Bearer {fresh}"}).json()
+    assert [(t["id"], t["title"], t["complete"]) for t in mine["items"]] == [
+        (todo["id"], "kept", False)
+    ]
+    # Someone else's todo is 404 to a valid caller, whichever the route.
+    other = client.request(
+        method,
+        f"/todos/{todo['id']}",
+        json=None if method in ("GET", "DELETE") else body,
+        headers=bob.headers,
+    )
+    assert other.status_code == (405 if method == "POST" else 404)
 
 
 def test_a_json_body_that_is_not_utf8_is_422(client: TestClient, alice: Account) -> None:

@@ -41,7 +41,7 @@ def list_todos(
     responses=errors(*ADMIN, 404),
 )
 def delete_todo(todo_id: IdPath, _admin: AdminUser, db: SessionDep) -> None:
-    todos.delete_todo(db, todo_id, owner_id=None)
+    todos.delete_todo(db, todo_id)
 
 
 @router.get(

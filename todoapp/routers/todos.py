@@ -11,8 +11,8 @@ from todoapp.deps import (
     IfNoneMatch,
     SessionDep,
     SessionSourceDep,
+    TodoCaller,
     TodoQueryDep,
-    TodoUser,
     TokenClaimsDep,
     WindowDep,
     etag,
@@ -86,8 +86,10 @@ def _tagged(todo: Any, response: Response) -> TodoOut:
     response_description="The new todo; `Location` points at it",
     responses={**errors(*AUTHED, 403, *BODY), **with_etag(201, links=CREATED_TODO_LINKS)},
 )
-def create_todo(body: TodoCreate, user: TodoUser, db: SessionDep, response: Response) -> TodoOut:
-    todo = todos.create_todo(db, user.id, body.model_dump())
+def create_todo(
+    body: TodoCreate, caller: TodoCaller, db: SessionDep, response: Response
+) -> TodoOut:
+    todo = todos.create_todo(db, body.model_dump(), caller=caller)
     response.headers["Location"] = f"/todos/{todo.id}"
     return _tagged(todo, response)
 
@@ -102,12 +104,12 @@ def create_todo(body: TodoCreate, user: TodoUser, db: SessionDep, response: Resp
 )
 def read_todo(
     todo_id: IdPath,
-    user: TodoUser,
+    caller: TodoCaller,
     db: SessionDep,
     response: Response,
     if_none_match: IfNoneMatch,
 ) -> Response | TodoOut:
-    todo = todos.get_todo(db, todo_id, owner_id=user.id)
+    todo = todos.read_todo(db, todo_id, caller=caller)
     current = etag("todo", todo.id, todo.version)
     if if_none_match is not None and if_none_match.names(current):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": current})
@@ -124,7 +126,7 @@ def read_todo(
 def replace_todo(
     todo_id: IdPath,
     body: TodoReplace,
-    user: TodoUser,
+    caller: TodoCaller,
     db: SessionDep,
     response: Response,
     if_match: IfMatch,
@@ -132,7 +134,7 @@ def replace_todo(
     todo = todos.update_todo(
         db,
         todo_id,
-        owner_id=user.id,
+        caller=caller,
         changes=body.model_dump(),
         expected_versions=expected_versions(if_match, "todo", todo_id),
     )
@@ -149,7 +151,7 @@ def replace_todo(
 def update_todo(
     todo_id: IdPath,
     body: TodoPatch,
-    user: TodoUser,
+    caller: TodoCaller,
     db: SessionDep,
     response: Response,
     if_match: IfMatch,
@@ -157,7 +159,7 @@ def update_todo(
     todo = todos.update_todo(
         db,
         todo_id,
-        owner_id=user.id,
+        caller=caller,
         changes=body.model_dump(exclude_unset=True),
         expected_versions=expected_versions(if_match, "todo", todo_id),
     )
@@ -172,10 +174,10 @@ def update_todo(
     responses=errors(*AUTHED, 403, 404, 412),
     openapi_extra=IF_MATCH,
 )
-def delete_todo(todo_id: IdPath, user: TodoUser, db: SessionDep, if_match: IfMatch) -> None:
-    todos.delete_todo(
+def delete_todo(todo_id: IdPath, caller: TodoCaller, db: SessionDep, if_match: IfMatch) -> None:
+    todos.delete_own_todo(
         db,
         todo_id,
-        owner_id=user.id,
+        caller=caller,
         expected_versions=expected_versions(if_match, "todo", todo_id),
     )

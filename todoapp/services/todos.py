@@ -4,7 +4,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -12,9 +12,13 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    Table,
+    and_,
     bindparam,
     delete,
     func,
+    insert,
+    literal,
     literal_column,
     or_,
     select,
@@ -28,6 +32,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from todoapp.errors import RESOURCE_CHANGED, NotFound, PreconditionFailed
 from todoapp.models import Todo, TodoCount, User, UserSession, utcnow
+from todoapp.services import users
 from todoapp.services.paging import (
     Found,
     Scalar,
@@ -37,7 +42,7 @@ from todoapp.services.paging import (
     make_cursor,
     read_cursor,
 )
-from todoapp.services.users import commit, token_holds
+from todoapp.services.users import Caller, commit, token_holds
 
 SortKey = Literal[
     "id", "-id", "priority", "-priority", "title", "-title", "created_at", "-created_at"
@@ -260,26 +265,50 @@ def first_page_with_token_check() -> Select[*tuple[Any, ...]]:
     )
 
 
-_ANY_TODO = select(Todo).where(Todo.id == bindparam("todo_id"))
-_OWN_TODO = _ANY_TODO.where(Todo.owner_id == bindparam("owner_id"))
-
-
-def get_todo(db: Session, todo_id: int, *, owner_id: int | None) -> Todo:
-    """The todo, if it exists and (when owner_id is given) belongs to that owner."""
-    if owner_id is None:
-        todo = db.scalar(_ANY_TODO, {"todo_id": todo_id})
-    else:
-        todo = db.scalar(_OWN_TODO, {"todo_id": todo_id, "owner_id": owner_id})
-    if todo is None:
+def read_todo(db: Session, todo_id: int, *, caller: Caller) -> Row[*tuple[Any, ...]]:
+    """The caller's todo (its columns and version), checking the caller in the same
+    statement: NotAuthenticated, PermissionDenied or NotFound when there is none."""
+    row = db.execute(_READ_OWN, {**caller.params(), "todo_id": todo_id})
+    found = row.first()
+    if found is None or (caller.verified_only and not found.is_verified):
+        users.refuse_caller(db, caller)  # says why: 401 or 403
+    assert found is not None
+    if found.id is None:
         raise NotFound(NOT_FOUND)
-    return todo
+    return found
 
 
-def create_todo(db: Session, owner_id: int, fields: dict[str, Any]) -> Todo:
-    todo = Todo(owner_id=owner_id, **fields)
-    db.add(todo)
+# From the caller's user and session (no row: the token does not hold), the todo joined
+# when it is theirs (NULL columns: not found).
+_READ_OWN = (
+    select(*_COLUMNS, Todo.version, User.is_verified)
+    .select_from(User)
+    .join(UserSession, UserSession.user_id == User.id)
+    .outerjoin(Todo, and_(Todo.id == bindparam("todo_id"), Todo.owner_id == User.id))
+    .where(*token_holds())
+)
+
+
+def create_todo(db: Session, fields: dict[str, Any], *, caller: Caller) -> Row[*tuple[Any, ...]]:
+    """A new todo of the caller's, inserted by the statement that checks the caller."""
+    # Core's INSERT ... SELECT on the table (the ORM's insert(Todo) inserts rows it holds).
+    table = cast(Table, Todo.__table__)
+    names = list(fields)
+    values = [literal(fields[name], table.c[name].type) for name in names]
+    checked_owner = select(User.id, *values).where(
+        *token_holds(), *([User.is_verified.is_(True)] if caller.verified_only else [])
+    )
+    row = db.execute(
+        insert(table)
+        .from_select(["owner_id", *names], checked_owner)
+        .returning(*_COLUMNS, Todo.version),
+        caller.params(),
+    ).first()
+    if row is None:
+        users.refuse_caller(db, caller)
     commit(db)
-    return todo
+    assert row is not None
+    return row
 
 
 def _refuse(db: Session, todo_id: int, owner_id: int | None) -> NoReturn:
@@ -292,51 +321,69 @@ def _refuse(db: Session, todo_id: int, owner_id: int | None) -> NoReturn:
     raise PreconditionFailed(RESOURCE_CHANGED)
 
 
+def _refuse_caller(db: Session, todo_id: int, caller: Caller) -> NoReturn:
+    """Why a caller's write found no row: 401 or 403 (the caller), else 404 or 412."""
+    users.refuse_caller(db, caller)
+    _refuse(db, todo_id, caller.claims.user_id)
+
+
 def update_todo(
     db: Session,
     todo_id: int,
     *,
-    owner_id: int,
+    caller: Caller,
     changes: dict[str, Any],
     expected_versions: Collection[int] | None = None,
 ) -> Row[*tuple[Any, ...]]:
-    """Apply `changes` in one statement, which also bumps the version; the todo's row.
+    """Apply `changes` in one statement, which also bumps the version and checks the
+    caller (their token holds and the todo is theirs); the todo's row.
 
     With `expected_versions`, only while the todo is at one of them (If-Match): two
     writers that read the same version cannot both write, since the second one's
     UPDATE waits for the first one's row lock and then finds the new version.
     """
-    where = [Todo.id == todo_id, Todo.owner_id == owner_id]
+    where = [Todo.id == todo_id, Todo.owner_id == bindparam("user_id"), users.caller_holds(caller)]
     if expected_versions is not None:
         where.append(Todo.version.in_(expected_versions))
     if not changes:  # nothing to write; the precondition still applies
-        row = db.execute(select(*_COLUMNS, Todo.version).where(*where)).first()
+        statement: Any = select(*_COLUMNS, Todo.version).where(*where)
     else:
-        row = db.execute(
+        statement = (
             update(Todo)
             .where(*where)
             .values(**changes, updated_at=utcnow(), version=Todo.version + 1)
-            .returning(*_COLUMNS, Todo.version),
-            execution_options={"synchronize_session": False},
-        ).first()
+            .returning(*_COLUMNS, Todo.version)
+        )
+    row = db.execute(
+        statement, caller.params(), execution_options={"synchronize_session": False}
+    ).first()
     if row is None:
-        _refuse(db, todo_id, owner_id)
+        _refuse_caller(db, todo_id, caller)
     commit(db)
     return row
 
 
-def delete_todo(
+def delete_own_todo(
     db: Session,
     todo_id: int,
     *,
-    owner_id: int | None,
+    caller: Caller,
     expected_versions: Collection[int] | None = None,
 ) -> None:
-    query = delete(Todo).where(Todo.id == todo_id)
-    if owner_id is not None:
-        query = query.where(Todo.owner_id == owner_id)
+    """Delete the caller's todo, checking the caller in the same statement."""
+    query = delete(Todo).where(
+        Todo.id == todo_id, Todo.owner_id == bindparam("user_id"), users.caller_holds(caller)
+    )
     if expected_versions is not None:
         query = query.where(Todo.version.in_(expected_versions))
-    if db.execute(query).rowcount == 0:  # type: ignore[attr-defined]
-        _refuse(db, todo_id, owner_id)
+    result = db.execute(query, caller.params(), execution_options={"synchronize_session": False})
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        _refuse_caller(db, todo_id, caller)
+    commit(db)
+
+
+def delete_todo(db: Session, todo_id: int) -> None:
+    """Delete any todo (administration)."""
+    if db.execute(delete(Todo).where(Todo.id == todo_id)).rowcount == 0:  # type: ignore[attr-defined]
+        raise NotFound(NOT_FOUND)
     commit(db)

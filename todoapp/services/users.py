@@ -3,6 +3,7 @@
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -11,6 +12,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     or_,
@@ -154,6 +156,38 @@ def user_for_token(db: Session, claims: security.TokenClaims) -> User:
 
 _TOKEN_USER_ID = select(User.id, User.is_verified).where(*token_holds())
 EMAIL_NOT_VERIFIED = "email not verified"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request says it is, not yet checked: its token's claims, and whether the
+    account must be verified (REQUIRE_VERIFIED_EMAIL). A service checks it in the same
+    statement that does the work (see token_holds), instead of a statement of its own."""
+
+    claims: security.TokenClaims
+    verified_only: bool = False
+
+    def params(self) -> dict[str, Any]:
+        return token_params(self.claims)
+
+
+def caller_holds(caller: Caller) -> ColumnElement[bool]:
+    """EXISTS (the caller's token holds, and the account is verified if it must be)."""
+    return _caller_holds(caller.verified_only)
+
+
+@lru_cache(maxsize=2)
+def _caller_holds(verified_only: bool) -> ColumnElement[bool]:
+    conditions = token_holds()
+    if verified_only:
+        conditions.append(User.is_verified.is_(True))
+    return exists(select(User.id).where(*conditions))
+
+
+def refuse_caller(db: Session | Connection, caller: Caller) -> None:
+    """NotAuthenticated (401) or PermissionDenied (403, unverified) when the caller's
+    check does not hold; returns when it does (the statement failed for another reason)."""
+    user_id_for_token(db, caller.claims, verified_only=caller.verified_only)
 
 
 def user_id_for_token(
