@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from todoapp.deps import AdminUser, IdPath, SessionDep, TodoQueryDep, WindowDep
-from todoapp.pages import page_of_todos
+from todoapp.pages import page_of
 from todoapp.routers.responses import AUTHED, BODY, errors
 from todoapp.routing import OneHopRoute
 from todoapp.schemas import AdminUserUpdate, Page, Role, SearchText, TodoOut, UserOut
@@ -30,7 +30,7 @@ def list_todos(
     owner_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Page[TodoOut]:
     scoped = replace(query, owner_id=owner_id)
-    return page_of_todos(todos.list_todos(db, scoped, window), window)
+    return page_of(TodoOut, todos.list_todos(db, scoped, window), window)
 
 
 @router.delete(
@@ -62,16 +62,7 @@ def list_users(
     ] = None,
 ) -> Page[UserOut]:
     page = users.list_users(db, users.UserQuery(role=role, is_active=is_active, q=q), window)
-    return Page[UserOut].model_validate(
-        {
-            "items": page.items,
-            "total": page.total,
-            "limit": window.limit,
-            "offset": window.offset,
-            "next_cursor": page.next_cursor,
-        },
-        from_attributes=True,
-    )
+    return page_of(UserOut, page, window)
 
 
 @router.get(
