@@ -316,3 +316,28 @@ def test_a_read_past_its_timeout_is_stopped_on_the_server_too(pg_backend: Backen
     assert isinstance(failure.__cause__, QueryCanceled)
     assert "canceling statement due to statement timeout" in str(failure.__cause__)
     assert after == [(1,)]  # and the reader goes on
+
+
+def test_the_lanes_prepared_statements_are_planned_once(pg_backend: Backend) -> None:
+    # A generic plan, made once per connection: planning the lane's statement anew on
+    # every execution cost PostgreSQL about three times the read itself.
+    lane = PreparedStatement("lane_like", "SELECT count(*) FROM users WHERE id = %(n)s")
+    reader = pg_async.reader_for(pg_backend.database, size=1, timeout=2, prepared=(lane,))
+
+    async def work() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        try:
+            for n in range(8):
+                await reader.fetch_all(lane, {"n": n})
+            mode = await reader.fetch_all("SHOW plan_cache_mode", {})
+            plans = await reader.fetch_all(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE name = %(name)s",
+                {"name": lane.name},
+            )
+            return mode, plans
+        finally:
+            reader.close()
+
+    mode, plans = run(work)
+    assert mode == [("force_generic_plan",)]
+    assert plans == [(8, 0)]

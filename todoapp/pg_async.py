@@ -299,8 +299,14 @@ def reader_for(
         return AsyncReader(
             {**params, **POOLED_CONNECT_ARGS}, size=size, timeout=timeout, setup=(SET_UTC,)
         )
-    # A read given up on after `timeout` is stopped by the server too.
-    options = f"{POSTGRES_CONNECT_ARGS['options']} -c statement_timeout={int(timeout * 1000)}"
+    # A read given up on after `timeout` is stopped by the server too. The prepared
+    # statements are planned once (a generic plan): PostgreSQL would otherwise plan the
+    # lane's statement again on every execution when its estimates favour custom plans,
+    # which cost the server about three times the read itself (193 against 70 us).
+    options = (
+        f"{POSTGRES_CONNECT_ARGS['options']} -c statement_timeout={int(timeout * 1000)}"
+        " -c plan_cache_mode=force_generic_plan"
+    )
     return AsyncReader(
         {**params, **POSTGRES_CONNECT_ARGS, "options": options},
         size=size,
