@@ -2,6 +2,7 @@
 database outages, access logs without secrets, and start-up refusals."""
 
 import contextlib
+import gc
 import logging
 import os
 import select
@@ -487,3 +488,11 @@ def test_a_blank_secret_key_means_unset_never_an_empty_key(
     assert settings.uses_development_secret
     with pytest.raises(ConfigError, match="built-in development key"):
         settings.check_secret_key()
+
+
+def test_start_up_freezes_its_objects_out_of_the_collectors_way(client: TestClient) -> None:
+    # The framework's, the models' and the routes' objects live as long as the process:
+    # frozen at start-up (main.py's lifespan), the collector's full collections skip
+    # them, which otherwise paused every request for about 70 ms now and then.
+    assert client.get("/healthz").status_code == 200
+    assert gc.get_freeze_count() > 100_000

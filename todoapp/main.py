@@ -1,6 +1,7 @@
 """create_app(): the app, its routers, middleware, error handlers and docs."""
 
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -202,6 +203,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         mail_worker = MailWorker(database, settings, transport)
         mail_worker.start()
         drain.install()
+        # Start-up leaves about a million objects that live as long as the process (the
+        # framework, the models, the schemas, the routes). Frozen, the collector no longer
+        # walks them in its full collections, each of which otherwise stopped every
+        # request for about 70 ms now and then (p99 at 8 connections: 78 ms, not 10).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
