@@ -3,6 +3,7 @@
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 from todoapp import security
@@ -26,6 +27,12 @@ class Window:
 
 
 def _listing(listing: Sequence[Scalar]) -> bytes:
+    return _listing_bytes(tuple(listing))
+
+
+@lru_cache(maxsize=1024)
+def _listing_bytes(listing: tuple[Scalar, ...]) -> bytes:
+    # The same listing is signed for every page of it: written once.
     return json.dumps(list(listing), separators=(",", ":")).encode()
 
 
