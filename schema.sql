@@ -4,6 +4,7 @@
 -- migrations first, then this file.
 
 CREATE EXTENSION IF NOT EXISTS pg_trgm;  -- substring search by index (ILIKE)
+CREATE EXTENSION IF NOT EXISTS btree_gin;  -- the owner as a GIN index's first column
 
 CREATE TABLE users (
     id            SERIAL,
@@ -120,7 +121,8 @@ CREATE INDEX ix_todos_title ON todos (lower(title), id);
 CREATE INDEX ix_todos_title_desc ON todos (lower(title), (-id));
 CREATE INDEX ix_todos_created ON todos (created_at, id);
 CREATE INDEX ix_todos_created_desc ON todos (created_at, (-id));
-CREATE INDEX ix_todos_search ON todos USING gin (title gin_trgm_ops, description gin_trgm_ops);
+CREATE INDEX ix_todos_owner_search ON todos
+    USING gin (owner_id, title gin_trgm_ops, description gin_trgm_ops);
 
 -- How many todos each owner has per (complete, priority): a page's total without
 -- counting rows. Kept exact by the triggers below, in the statement that writes todos.

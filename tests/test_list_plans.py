@@ -137,3 +137,15 @@ def test_the_fast_lanes_statement_reads_its_page_through_an_index(
     )
     assert "Index Scan using ix_todos_owner_id_id on todos " in found, found
     assert "Seq Scan on todos" not in found, found
+
+
+def test_an_owners_search_is_counted_through_the_index_led_by_the_owner(
+    big_database: Engine,
+) -> None:
+    # Migration 0008: the search walks the owner's own entries of the trigram index
+    # (btree_gin), not every owner's matches picked out afterwards.
+    _page, count = todos._statements("id", True, False, False, True, False)
+    params = {"owner_id": 1, "pattern": todos.like_pattern("task 99")}
+    found = plan(big_database, count, params)
+    assert "ix_todos_owner_search" in found, found
+    assert "(owner_id = 1) AND" in found, found  # the owner is in the index condition

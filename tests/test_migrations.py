@@ -174,6 +174,10 @@ def _revisions() -> list[str]:
     return [name.name.split("_")[0] for name in names]
 
 
+# Revisions that change nothing on SQLite (PostgreSQL's extensions and indexes only).
+POSTGRESQL_ONLY_REVISIONS = {"0008"}
+
+
 @pytest.mark.parametrize("revision", _revisions()[2:])
 def test_each_later_revision_goes_down_and_up_again_to_the_same_schema(
     empty_database_url: str, revision: str
@@ -182,7 +186,8 @@ def test_each_later_revision_goes_down_and_up_again_to_the_same_schema(
     at_head = _schema(empty_database_url)
     config = alembic_config(empty_database_url)
     command.downgrade(config, f"{revision}-1")
-    assert _schema(empty_database_url) != at_head
+    if not (revision in POSTGRESQL_ONLY_REVISIONS and empty_database_url.startswith("sqlite")):
+        assert _schema(empty_database_url) != at_head
     migrate(empty_database_url)
     assert _schema(empty_database_url) == at_head
 

@@ -85,10 +85,12 @@ def _sorted_by(name: str, *leading: str, key: str) -> tuple[Index, Index]:
     )
 
 
-def _trigram(name: str, *columns: str) -> Index:
-    """PostgreSQL only (pg_trgm): case-insensitive substring search (ILIKE) by index."""
+def _trigram(name: str, *columns: str, leading: tuple[str, ...] = ()) -> Index:
+    """PostgreSQL only (pg_trgm): case-insensitive substring search (ILIKE) by index;
+    `leading` columns first, as plain values (btree_gin), to search within them."""
     return Index(
         name,
+        *leading,
         *columns,
         postgresql_using="gin",
         postgresql_ops=dict.fromkeys(columns, "gin_trgm_ops"),
@@ -140,7 +142,7 @@ class Todo(Base):
         *_sorted_by("priority", key="priority"),
         *_sorted_by("title", key="lower(title)"),
         *_sorted_by("created", key="created_at"),
-        _trigram("ix_todos_search", "title", "description"),
+        _trigram("ix_todos_owner_search", "title", "description", leading=("owner_id",)),
         {"sqlite_autoincrement": True},
     )
     __mapper_args__ = {"eager_defaults": True}
