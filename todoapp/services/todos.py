@@ -295,9 +295,7 @@ def create_todo(db: Session, fields: dict[str, Any], *, caller: Caller) -> Row[*
     table = cast(Table, Todo.__table__)
     names = list(fields)
     values = [literal(fields[name], table.c[name].type) for name in names]
-    checked_owner = select(User.id, *values).where(
-        *token_holds(), *([User.is_verified.is_(True)] if caller.verified_only else [])
-    )
+    checked_owner = select(User.id, *values).where(*users.caller_conditions(caller.verified_only))
     row = db.execute(
         insert(table)
         .from_select(["owner_id", *names], checked_owner)

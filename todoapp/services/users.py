@@ -171,17 +171,23 @@ class Caller:
         return token_params(self.claims)
 
 
+def caller_conditions(verified_only: bool) -> list[ColumnElement[bool]]:
+    """A caller's check in SQL over `users` and `sessions`: the token holds (see
+    token_holds), and with `verified_only` the account is verified."""
+    conditions = token_holds()
+    if verified_only:
+        conditions.append(User.is_verified.is_(True))
+    return conditions
+
+
 def caller_holds(caller: Caller) -> ColumnElement[bool]:
-    """EXISTS (the caller's token holds, and the account is verified if it must be)."""
+    """EXISTS (caller_conditions), for a statement on other tables."""
     return _caller_holds(caller.verified_only)
 
 
 @lru_cache(maxsize=2)
 def _caller_holds(verified_only: bool) -> ColumnElement[bool]:
-    conditions = token_holds()
-    if verified_only:
-        conditions.append(User.is_verified.is_(True))
-    return exists(select(User.id).where(*conditions))
+    return exists(select(User.id).where(*caller_conditions(verified_only)))
 
 
 def refuse_caller(db: Session | Connection, caller: Caller) -> None:
