@@ -45,10 +45,10 @@ from bench.run import (
     BIN,
     HOST,
     OUT,
-    PG_ADMIN_DSN,
     BenchError,
     ensure_postgres,
     log,
+    recreate_database,
     run_step,
     serve,
 )
@@ -84,17 +84,6 @@ LOAD_SQL = [
        ) AS rows""",
 ]
 EXPECTED_TODOS = 100_000 + 10_000 + 1 + (USERS - 3) * 100
-
-
-def recreate_database() -> None:
-    connection = psycopg2.connect(PG_ADMIN_DSN)
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-            cursor.execute(f'CREATE DATABASE "{DB_NAME}"')
-    finally:
-        connection.close()
 
 
 def build() -> tuple[float, dict[str, float]]:
@@ -321,7 +310,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     try:
         ensure_postgres()
-        recreate_database()
+        recreate_database(DB_NAME)
         log("building the data set (10,000 users, 1,109,701 todos)")
         seconds, steps = build()
         detail = ", ".join(f"{name} {value:.1f} s" for name, value in steps.items())

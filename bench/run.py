@@ -211,13 +211,13 @@ def ensure_postgres() -> None:
     raise BenchError("PostgreSQL did not come up at 127.0.0.1:5432 within 30 s")
 
 
-def recreate_database() -> None:
+def recreate_database(name: str = DB_NAME) -> None:
     connection = psycopg2.connect(PG_ADMIN_DSN)
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-            cursor.execute(f'CREATE DATABASE "{DB_NAME}"')
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cursor.execute(f'CREATE DATABASE "{name}"')
     finally:
         connection.close()
 
