@@ -170,7 +170,7 @@ def get_current_user(claims: TokenClaimsDep, db: SessionDep) -> User:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-# Plain def, like get_current_user which they use: the route runs all three in its one
+# Plain def, like get_current_user which it uses: the route runs both in its one
 # thread hop (see routing.py), at no extra cost.
 def require_admin(user: CurrentUser) -> User:
     if user.role != "admin":
@@ -179,16 +179,6 @@ def require_admin(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(require_admin)]
-
-
-def require_verified_email(user: CurrentUser, request: Request) -> User:
-    """The caller, for /todos: with REQUIRE_VERIFIED_EMAIL, only once verified (else 403)."""
-    if request.app.state.settings.require_verified_email and not user.is_verified:
-        raise PermissionDenied(users.EMAIL_NOT_VERIFIED)
-    return user
-
-
-TodoUser = Annotated[User, Depends(require_verified_email)]
 
 
 async def get_todo_caller(claims: TokenClaimsDep, request: Request) -> users.Caller:
