@@ -486,6 +486,67 @@ def count_statements(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     event.remove(engine, "before_cursor_execute", counter)
 
 
+class RoundTrips:
+    """Every message psycopg2 sends PostgreSQL through an engine's pool, in order: the
+    statements, and what StatementCounter cannot see: the pool's ping (`SELECT 1`, sent
+    on a raw cursor), and the BEGIN, COMMIT and ROLLBACK psycopg2 sends by itself (BEGIN
+    before the first statement outside autocommit, COMMIT and ROLLBACK only inside a
+    transaction it began)."""
+
+    def __init__(self, dialect: Any) -> None:
+        import psycopg2.extensions
+
+        self.sent: list[str] = []
+        self._in_transaction = psycopg2.extensions.STATUS_BEGIN
+        self._ping, self._commit, self._rollback = (
+            dialect.do_ping,
+            dialect.do_commit,
+            dialect.do_rollback,
+        )
+
+    def clear(self) -> None:
+        self.sent.clear()
+
+    def _ends(self, connection: Any, what: str) -> None:
+        # The pool hands its proxy; a Connection's own end hands the DBAPI connection.
+        driver = getattr(connection, "dbapi_connection", connection)
+        if driver.status == self._in_transaction:
+            self.sent.append(what)
+
+    def statement(self, _conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        driver = cursor.connection
+        if not driver.autocommit and driver.status != self._in_transaction:
+            self.sent.append("BEGIN")
+        self.sent.append(statement)
+
+    def do_ping(self, connection: Any) -> bool:
+        self.sent.append("SELECT 1")
+        return bool(self._ping(connection))
+
+    def do_commit(self, connection: Any) -> None:
+        self._ends(connection, "COMMIT")
+        self._commit(connection)
+
+    def do_rollback(self, connection: Any) -> None:
+        self._ends(connection, "ROLLBACK")
+        self._rollback(connection)
+
+
+@pytest.fixture
+def round_trips(
+    committed_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RoundTrips]:
+    """What the app of `committed_client` (on PostgreSQL) sends its database."""
+    app: Any = committed_client.app
+    engine: Engine = app.state.database.engine
+    recorder = RoundTrips(engine.dialect)
+    for name in ("do_ping", "do_commit", "do_rollback"):
+        monkeypatch.setattr(engine.dialect, name, getattr(recorder, name))
+    event.listen(engine, "before_cursor_execute", recorder.statement)
+    yield recorder
+    event.remove(engine, "before_cursor_execute", recorder.statement)
+
+
 # --- a real SMTP server ------------------------------------------------------------
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpServer]:

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from tests.conftest import Account, StatementCounter, login, make_account
+from tests.conftest import Account, RoundTrips, StatementCounter, login, make_account
 from todoapp.models import Todo
 
 
@@ -390,6 +390,32 @@ def test_each_todo_route_checks_the_caller_in_the_statement_that_does_its_work(
         work = _work_statements(count_statements.statements)
         assert len(work) == 1, (method, work)
         assert "sessions" in work[0], (method, work)  # the token's check is in it
+
+
+def test_reading_a_todo_is_one_round_trip_without_ping_or_transaction(
+    committed_client: TestClient, round_trips: RoundTrips
+) -> None:
+    # GET /todos/{id} reads through Database.read: a connection in autocommit (no BEGIN,
+    # no ROLLBACK) that retries on a dead connection instead of being pinged. Found,
+    # another's, missing or not modified: the one statement that checks the token too.
+    client = committed_client
+    alice, bob = make_account(client, "alice"), make_account(client, "bob")
+    round_trips.clear()
+    todo = create(client, alice)
+    # A write, for comparison: the recorder sees the ping and the transaction.
+    assert {"SELECT 1", "BEGIN", "COMMIT"} <= set(round_trips.sent), round_trips.sent
+    path = f"/todos/{todo['id']}"
+    etag = client.get(path, headers=alice.headers).headers["ETag"]
+    for url, headers, status in (
+        (path, alice.headers, 200),
+        (path, {**alice.headers, "If-None-Match": etag}, 304),
+        (path, bob.headers, 404),
+        ("/todos/999999", alice.headers, 404),
+    ):
+        round_trips.clear()
+        assert client.get(url, headers=headers).status_code == status
+        (statement,) = round_trips.sent
+        assert "FROM users JOIN sessions" in statement, statement
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE", "POST"])

@@ -105,11 +105,12 @@ def create_todo(
 def read_todo(
     todo_id: IdPath,
     caller: TodoCaller,
-    db: SessionDep,
+    sessions: SessionSourceDep,
     response: Response,
     if_none_match: IfNoneMatch,
 ) -> Response | TodoOut:
-    todo = todos.read_todo(db, todo_id, caller=caller)
+    # A read: one statement on a connection in autocommit (see Database.read).
+    todo = sessions.read(lambda db: todos.read_todo(db, todo_id, caller=caller))
     current = etag("todo", todo.id, todo.version)
     if if_none_match is not None and if_none_match.names(current):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": current})

@@ -265,7 +265,7 @@ def first_page_with_token_check() -> Select[*tuple[Any, ...]]:
     )
 
 
-def read_todo(db: Session, todo_id: int, *, caller: Caller) -> Row[*tuple[Any, ...]]:
+def read_todo(db: Session | Connection, todo_id: int, *, caller: Caller) -> Row[*tuple[Any, ...]]:
     """The caller's todo (its columns and version), checking the caller in the same
     statement: NotAuthenticated, PermissionDenied or NotFound when there is none."""
     row = db.execute(_READ_OWN, {**caller.params(), "todo_id": todo_id})
