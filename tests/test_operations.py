@@ -353,9 +353,10 @@ def test_a_database_restart_between_requests_is_invisible(
     proxied_client: tuple[TcpProxy, TestClient, dict[str, str]],
 ) -> None:
     # Every pooled connection dies between two requests, as in a quick restart: the
-    # pinged path (GET /users/me) and the retrying read (GET /todos) both answer 200.
+    # pinged path (a session: GET /users/me/sessions) and the retrying reads (GET /todos,
+    # GET /users/me) all answer 200.
     proxy, client, headers = proxied_client
-    for path in ("/todos", "/users/me", "/todos", "/users/me"):
+    for path in ("/todos", "/users/me", "/users/me/sessions", "/users/me"):
         assert client.get(path, headers=headers).status_code == 200
         proxy.down()
         proxy.up()

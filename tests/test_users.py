@@ -5,7 +5,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tests.conftest import PASSWORD, Account, login, register, set_role
+from tests.conftest import (
+    PASSWORD,
+    Account,
+    RoundTrips,
+    login,
+    make_account,
+    register,
+    set_role,
+)
 from todoapp.models import Todo, User
 
 
@@ -30,6 +38,20 @@ def test_read_me_without_token_is_401(client: TestClient) -> None:
     response = client.get("/users/me")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_read_me_is_one_round_trip_without_ping_or_transaction(
+    committed_client: TestClient, round_trips: RoundTrips
+) -> None:
+    # The statement that checks the token reads the account (Database.read: autocommit,
+    # no pool ping), where CurrentUser would cost a ping, BEGIN, the user and ROLLBACK.
+    alice = make_account(committed_client, "alice")
+    etag = committed_client.get("/users/me", headers=alice.headers).headers["ETag"]
+    for headers, status in ((alice.headers, 200), ({**alice.headers, "If-None-Match": etag}, 304)):
+        round_trips.clear()
+        assert committed_client.get("/users/me", headers=headers).status_code == status
+        (statement,) = round_trips.sent
+        assert "FROM users, sessions" in statement, statement
 
 
 def test_patch_me_changes_only_what_is_given(client: TestClient, alice: Account) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Row,
     and_,
     bindparam,
     delete,
@@ -152,6 +153,32 @@ def user_for_token(db: Session, claims: security.TokenClaims) -> User:
     if user is None:
         raise NotAuthenticated(INVALID_TOKEN)
     return user
+
+
+# An account as the API shows it (schemas.UserOut): read paths select these columns,
+# not the ORM entity, so that they run on a Connection too (Database.read).
+_USER_COLUMNS = (
+    User.id,
+    User.email,
+    User.username,
+    User.firstname,
+    User.lastname,
+    User.role,
+    User.is_active,
+    User.is_verified,
+)
+_TOKEN_PROFILE = select(*_USER_COLUMNS, User.version).where(*token_holds())
+
+
+def profile_for_token(
+    db: Session | Connection, claims: security.TokenClaims
+) -> Row[*tuple[Any, ...]]:
+    """user_for_token for GET /users/me: the account's shown columns and its version
+    (the ETag's) as one row, from the statement that checks the token."""
+    row = db.execute(_TOKEN_PROFILE, token_params(claims)).first()
+    if row is None:
+        raise NotAuthenticated(INVALID_TOKEN)
+    return row
 
 
 _TOKEN_USER_ID = select(User.id, User.is_verified).where(*token_holds())
