@@ -7,7 +7,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tests.conftest import PASSWORD, Account, StatementCounter, login, make_account, set_role
+from tests.conftest import (
+    PASSWORD,
+    Account,
+    Backend,
+    RoundTrips,
+    StatementCounter,
+    login,
+    make_account,
+    set_role,
+)
 from tests.test_todos import create
 from todoapp.models import Todo, User
 
@@ -234,3 +243,48 @@ def test_admin_lists_run_a_fixed_number_of_statements(
         counts.append(len(count_statements.statements))
     assert min(counts) >= 1  # the counter sees the app's statements
     assert max(counts) <= 3  # and they do not grow with the data
+
+
+ADMIN_READS = ["/admin/todos", "/admin/users", "/admin/users/{id}"]
+
+
+@pytest.mark.parametrize("path", ADMIN_READS)
+def test_admin_reads_check_the_caller_then_read_without_ping_or_transaction(
+    committed_client: TestClient, round_trips: RoundTrips, pg_backend: Backend, path: str
+) -> None:
+    # Database.read (autocommit, no pool ping): one statement checks the token and the
+    # role, one reads; where AdminUser and a session cost a ping, BEGIN and ROLLBACK more.
+    client = committed_client
+    alice, root = make_account(client, "alice"), make_account(client, "root")
+    with Session(pg_backend.plain) as db:
+        set_role(db, root.id, "admin")
+    create(client, alice)
+    path = path.format(id=alice.id)
+    for account, status, sent in ((root, 200, 2), (alice, 403, 1)):
+        round_trips.clear()
+        assert client.get(path, headers=account.headers).status_code == status
+        assert len(round_trips.sent) == sent, round_trips.sent
+        assert "users.role" in round_trips.sent[0], round_trips.sent  # the check comes first
+        assert not {"SELECT 1", "BEGIN", "ROLLBACK"} & set(round_trips.sent)
+
+
+@pytest.mark.parametrize("path", ADMIN_READS)
+def test_admin_reads_answer_401_then_422_then_403_then_404(
+    client: TestClient, alice: Account, admin: Account, path: str
+) -> None:
+    # A bad token is refused before anything; a well-signed one is checked against the
+    # database after the request was validated (so a revoked token's bad query is 422);
+    # a non-admin learns nothing, not even what exists.
+    missing, bad = path.format(id=999999), path.format(id=0) + "?limit=0"
+    revoked = make_account(client, "carol").headers
+    client.post("/auth/logout", headers=revoked)
+    garbage = {"Authorization": "Bearer not-a-token"}
+
+    def status(url: str, headers: dict[str, str]) -> int:
+        return client.get(url, headers=headers).status_code
+
+    assert (status(bad, garbage), status(missing, garbage)) == (401, 401)
+    assert (status(bad, revoked), status(missing, revoked)) == (422, 401)
+    assert (status(bad, alice.headers), status(missing, alice.headers)) == (422, 403)
+    expected = 404 if "{id}" in path else 200
+    assert (status(bad, admin.headers), status(missing, admin.headers)) == (422, expected)

@@ -174,7 +174,7 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 # thread hop (see routing.py), at no extra cost.
 def require_admin(user: CurrentUser) -> User:
     if user.role != "admin":
-        raise PermissionDenied("admin role required")
+        raise PermissionDenied(users.ADMIN_REQUIRED)
     return user
 
 

@@ -1,19 +1,46 @@
 """/admin: every user's todos and accounts; role `admin` only."""
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, status
+from sqlalchemy import Connection
 
-from todoapp.deps import AdminUser, IdPath, SessionDep, TodoQueryDep, WindowDep
+from todoapp.deps import (
+    AdminUser,
+    IdPath,
+    SessionDep,
+    SessionSource,
+    SessionSourceDep,
+    TodoQueryDep,
+    TokenClaimsDep,
+    WindowDep,
+)
 from todoapp.pages import page_of
 from todoapp.routers.responses import AUTHED, BODY, errors
 from todoapp.routing import OneHopRoute
 from todoapp.schemas import AdminUserUpdate, Page, Role, SearchText, TodoOut, UserOut
+from todoapp.security import TokenClaims
 from todoapp.services import todos, users
 
 router = APIRouter(prefix="/admin", tags=["admin"], route_class=OneHopRoute)
 ADMIN = (*AUTHED, 403)
+T = TypeVar("T")
+
+
+def _read_as_admin(
+    sessions: SessionSource, claims: TokenClaims, work: Callable[[Connection], T]
+) -> T:
+    """An admin route's read as one unit of work on one connection in autocommit (see
+    Database.read): the token and the admin role checked in one statement (401, then
+    403, as AdminUser does), then `work` (a 404 only for an admin)."""
+
+    def checked(db: Connection) -> T:
+        users.admin_id_for_token(db, claims)
+        return work(db)
+
+    return sessions.read(checked)
 
 
 @router.get(
@@ -23,14 +50,15 @@ ADMIN = (*AUTHED, 403)
     responses=errors(*ADMIN),
 )
 def list_todos(
-    _admin: AdminUser,
-    db: SessionDep,
+    claims: TokenClaimsDep,
+    sessions: SessionSourceDep,
     query: TodoQueryDep,
     window: WindowDep,
     owner_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Page[TodoOut]:
     scoped = replace(query, owner_id=owner_id)
-    return page_of(TodoOut, todos.list_todos(db, scoped, window), window)
+    page = _read_as_admin(sessions, claims, lambda db: todos.list_todos(db, scoped, window))
+    return page_of(TodoOut, page, window)
 
 
 @router.delete(
@@ -51,8 +79,8 @@ def delete_todo(todo_id: IdPath, _admin: AdminUser, db: SessionDep) -> None:
     responses=errors(*ADMIN),
 )
 def list_users(
-    _admin: AdminUser,
-    db: SessionDep,
+    claims: TokenClaimsDep,
+    sessions: SessionSourceDep,
     window: WindowDep,
     role: Role | None = None,
     is_active: bool | None = None,
@@ -61,7 +89,8 @@ def list_users(
         Query(description="Case-insensitive substring of username, email or names."),
     ] = None,
 ) -> Page[UserOut]:
-    page = users.list_users(db, users.UserQuery(role=role, is_active=is_active, q=q), window)
+    query = users.UserQuery(role=role, is_active=is_active, q=q)
+    page = _read_as_admin(sessions, claims, lambda db: users.list_users(db, query, window))
     return page_of(UserOut, page, window)
 
 
@@ -71,8 +100,9 @@ def list_users(
     operation_id="admin-users-read",
     responses=errors(*ADMIN, 404),
 )
-def read_user(user_id: IdPath, _admin: AdminUser, db: SessionDep) -> UserOut:
-    return UserOut.model_validate(users.get_user(db, user_id))
+def read_user(user_id: IdPath, claims: TokenClaimsDep, sessions: SessionSourceDep) -> UserOut:
+    user = _read_as_admin(sessions, claims, lambda db: users.get_user(db, user_id))
+    return UserOut.model_validate(user)
 
 
 @router.patch(

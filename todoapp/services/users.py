@@ -51,6 +51,7 @@ USERNAME_TAKEN = "username is already taken"
 EMAIL_TAKEN = "email is already registered"
 LAST_ADMIN = "the last active admin cannot be demoted, disabled or deleted"
 INVALID_TOKEN = "Could not validate credentials"
+ADMIN_REQUIRED = "admin role required"
 ALREADY_VERIFIED = "email is already verified"
 
 
@@ -179,6 +180,21 @@ def profile_for_token(
     if row is None:
         raise NotAuthenticated(INVALID_TOKEN)
     return row
+
+
+_TOKEN_ROLE = select(User.id, User.role).where(*token_holds())
+
+
+def admin_id_for_token(db: Session | Connection, claims: security.TokenClaims) -> int:
+    """The admin a token was issued to, checked in one statement: NotAuthenticated
+    unless the token holds, then PermissionDenied unless its user is an admin."""
+    row = db.execute(_TOKEN_ROLE, token_params(claims)).first()
+    if row is None:
+        raise NotAuthenticated(INVALID_TOKEN)
+    if row.role != "admin":
+        raise PermissionDenied(ADMIN_REQUIRED)
+    admin_id: int = row.id
+    return admin_id
 
 
 _TOKEN_USER_ID = select(User.id, User.is_verified).where(*token_holds())
@@ -449,14 +465,17 @@ def _user_filters(query: UserQuery) -> list[Any]:
     return conditions
 
 
-def list_users(db: Session, query: UserQuery, window: Window) -> Found[User]:
-    """A page of users in id order; a cursor page continues after the cursor's id."""
+def list_users(
+    db: Session | Connection, query: UserQuery, window: Window
+) -> Found[Row[*tuple[Any, ...]]]:
+    """A page of users (their shown columns) in id order; a cursor page continues after
+    the cursor's id."""
     conditions = _user_filters(query)
-    page = select(User).where(*conditions)
+    page = select(*_USER_COLUMNS).where(*conditions)
     if window.cursor is not None:
         (after_id,) = read_cursor(window.cursor, query.listing(), 1)
         page = page.where(User.id > after_id)
-    rows = db.scalars(page.order_by(User.id).limit(window.limit + 1).offset(window.offset)).all()
+    rows = db.execute(page.order_by(User.id).limit(window.limit + 1).offset(window.offset)).all()
     return found(
         rows,
         window,
@@ -465,8 +484,9 @@ def list_users(db: Session, query: UserQuery, window: Window) -> Found[User]:
     )
 
 
-def get_user(db: Session, user_id: int) -> User:
-    user = db.get(User, user_id)
+def get_user(db: Session | Connection, user_id: int) -> Row[*tuple[Any, ...]]:
+    """A user's shown columns; NotFound when there is no such user."""
+    user = db.execute(select(*_USER_COLUMNS).where(User.id == user_id)).first()
     if user is None:
         raise NotFound("user not found")
     return user
