@@ -1,40 +1,80 @@
-"""OneHopRoute: a plain `def` route and its plain `def` dependencies in one thread hop.
+"""OneHopRoute: a route whose dependencies are solved by a plan made once, and whose
+plain `def` work (the route and its plain `def` dependencies) takes one thread hop.
 
-FastAPI runs every sync dependency in a worker thread of its own, and a sync
-dependency with `yield` in two (one to enter, one to leave), before the route itself
-takes another: `get_session`, `get_current_user` and the route made four hops per
-request, and each hop (a queue, a lock, a wake-up and a future) cost more than the
-database work. This route class keeps FastAPI's dependency solving and the `Annotated`
-aliases exactly as they are, with one change: the sync dependencies are not run where
-FastAPI solves them (on the event loop) but *deferred*, and the route runs them, in
-dependency order and each once per request, in the same worker thread as itself. A
-dependency with `yield` is left again in that thread, right after the route returns
-or raises, as FastAPI would have left it.
+FastAPI solves a route's dependencies afresh on every request: for each dependency it
+works out again whether the callable is a coroutine or a generator, what its cache key
+and scopes are, and which of four parameter groups to read, and it runs every sync
+dependency in a worker thread of its own (a `yield` one in two: to enter and to leave).
+For `GET /todos/{id}` that was about 450 Python calls and four thread hops per request,
+more than the route's own work. This route class reads the same `Dependant` tree that
+FastAPI builds from the `Annotated` aliases, once, when the route is declared, into a
+plan (`_Plan`): the steps in FastAPI's order, each with its kind, its cache key and only
+the parameter groups it has. Per request the plan is followed:
+
+- async dependencies are awaited on the event loop, in FastAPI's order, each once;
+  `yield` ones are entered on the request's exit stack exactly as FastAPI enters them
+  (FastAPI's own `_solve_generator`), so they are left after the answer is sent;
+- sync dependencies are not run where they are solved but *deferred*: the route runs
+  them, in dependency order and each once per request, in the same worker thread as
+  itself; a sync dependency with `yield` is left again in that thread, right after the
+  route returns or raises, as FastAPI would have left it;
+- parameters and bodies are read and validated with FastAPI's own functions, so every
+  422 is worded and located as FastAPI words and locates it; answers are validated and
+  serialised by the route's response field, once, as FastAPI does.
 
 Rules it adds (checked when a route is declared, so a mistake fails at import):
 - an `async def` dependency cannot use a sync one (it would get the deferred call, not
   its value): make it a plain `def`, which costs nothing here;
-- while `app.dependency_overrides` holds anything, routes are solved FastAPI's own
-  way (a hop per sync dependency), so that overrides work as FastAPI documents.
-`async def` routes are left to FastAPI unchanged.
+- what the plan does not cover is served FastAPI's own way: streaming routes, websocket
+  parameters, dependencies with a concurrency limit, an async route with a sync
+  dependency; and, while `app.dependency_overrides` holds anything, every route, so
+  that overrides work as FastAPI documents.
 """
 
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+import email.message
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AsyncExitStack, ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-# FastAPI's own tests of a callable (private, but they are exactly what decides whether
-# FastAPI would run a dependency in a thread), and the context of an included route.
+# FastAPI's own pieces (some private, pinned with FastAPI in requirements.txt): they
+# decide what FastAPI would decide, so the plan answers exactly as FastAPI answers.
+from fastapi import params
+from fastapi._compat import ModelField, Undefined
+from fastapi._compat.shared import field_annotation_is_sequence
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import (
     Dependant,
+    _get_oauth_scopes,
     _is_async_gen_callable,
     _is_coroutine_callable,
     _is_gen_callable,
 )
-from fastapi.routing import APIRoute, _effective_route_context_var, get_request_handler
+from fastapi.dependencies.utils import (
+    _get_param_aliases,
+    _get_param_model,
+    _is_json_field,
+    _solve_generator,
+    _validate_value_with_model_field,
+    request_body_to_args,
+    request_params_to_args,
+)
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
+from fastapi.routing import APIRoute, _effective_route_context_var, _extract_endpoint_context
+from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
+from fastapi.utils import is_body_allowed_for_status_code
+from starlette.background import BackgroundTasks
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Scope
+
+_ASYNC, _ASYNC_GEN, _SYNC, _SYNC_GEN = "async", "async generator", "sync", "sync generator"
+UNPARSABLE_BODY = "There was an error parsing the body"  # FastAPI's own words
 
 
 class Deferred:
@@ -48,25 +88,273 @@ class Deferred:
         self.arguments = arguments
 
 
-def _is_sync(call: Callable[..., Any]) -> bool:
-    return not (_is_coroutine_callable(call) or _is_async_gen_callable(call))
+class Unplannable(Exception):
+    """The route has something the plan does not cover: FastAPI serves it its own way."""
 
 
-# One deferring stand-in per dependency, shared by every route: FastAPI caches a
-# dependency's value per request by its callable, so a dependency used twice (the
-# session, by get_current_user and by the route) is still one value, made once.
-_stand_ins: dict[Callable[..., Any], Callable[..., Any]] = {}
+def _kind(call: Callable[..., Any]) -> str:
+    if _is_async_gen_callable(call):
+        return _ASYNC_GEN
+    if _is_coroutine_callable(call):
+        return _ASYNC
+    return _SYNC_GEN if _is_gen_callable(call) else _SYNC
 
 
-def _stand_in(call: Callable[..., Any], generator: bool) -> Callable[..., Any]:
-    if call not in _stand_ins:
+@dataclass(frozen=True, slots=True, eq=False)
+class _Step:
+    """One dependency: how to call it, and the plan for its own arguments."""
 
-        async def defer(**arguments: Any) -> Deferred:
-            return Deferred(call, generator, arguments)
+    dependant: Dependant  # FastAPI's, for _solve_generator
+    call: Callable[..., Any]
+    kind: str
+    name: str | None
+    key: tuple[Any, ...]  # FastAPI's cache key: the callable, its scopes, its scope
+    use_cache: bool
+    function_scope: bool  # a `yield` dependency left before the answer, not after
+    plan: "_Plan"
 
-        defer.__name__ = defer.__qualname__ = getattr(call, "__name__", "dependency")
-        _stand_ins[call] = defer
-    return _stand_ins[call]
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Plan:
+    """What one dependant (a dependency or the route) needs, in FastAPI's order."""
+
+    steps: tuple[_Step, ...]
+    path: "_Params | None"
+    query: "_Params | None"
+    header: "_Params | None"
+    cookie: "_Params | None"
+    body: tuple[ModelField, ...]
+    request_names: tuple[str, ...]  # Request and HTTPConnection parameters
+    response_name: str | None
+    background_name: str | None
+    scopes_name: str | None
+    scopes: tuple[str, ...]
+    deferred: bool  # this plan or a step below it runs a sync dependency
+
+
+def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
+    if dependant.websocket_param_name is not None:
+        raise Unplannable("websocket")
+    steps: list[_Step] = []
+    deferred = False
+    for index, sub in enumerate(dependant.dependencies):
+        call = sub.call
+        assert call is not None
+        if sub.concurrency is not None:
+            raise Unplannable("a dependency with a concurrency limit")
+        inner = _plan(sub, owner, top=False)
+        kind = _kind(call)
+        sync = kind in (_SYNC, _SYNC_GEN)
+        if not sync and inner.deferred:
+            raise TypeError(
+                f"{owner}: async dependency {getattr(call, '__name__', call)} uses a plain "
+                "def dependency; make it a plain def too (see todoapp/routing.py)"
+            )
+        name = sub.name
+        if name is None and sync and top:
+            # A dependency without a name (`dependencies=[...]`) gets one, so that its
+            # deferred call reaches the route's thread, which runs it.
+            name = f"_one_hop_{index}"
+        elif name is None and sync:
+            raise Unplannable("a nameless sync dependency below the route")
+        # FastAPI's cache key (fastapi.dependencies.models._get_cache_key), worked out
+        # once: the scopes count only for dependencies that use them.
+        uses_scopes = bool(
+            sub.own_oauth_scopes
+            or sub.security_scopes_param_name is not None
+            or isinstance(call, SecurityBase)
+            or _uses_scopes(sub)
+        )
+        scopes = tuple(sorted(set(_get_oauth_scopes(dependant=sub)))) if uses_scopes else ()
+        generator = kind in (_ASYNC_GEN, _SYNC_GEN)
+        computed_scope = sub.scope or ("request" if generator else None)
+        steps.append(
+            _Step(
+                dependant=sub,
+                call=call,
+                kind=kind,
+                name=name,
+                key=(call, scopes, computed_scope or ""),
+                use_cache=sub.use_cache,
+                function_scope=sub.scope == "function",
+                plan=inner,
+            )
+        )
+        deferred = deferred or sync or inner.deferred
+    return _Plan(
+        steps=tuple(steps),
+        path=_params(dependant.path_params),
+        query=_params(dependant.query_params),
+        header=_params(dependant.header_params),
+        cookie=_params(dependant.cookie_params),
+        body=tuple(dependant.body_params),
+        request_names=tuple(
+            name
+            for name in (dependant.request_param_name, dependant.http_connection_param_name)
+            if name is not None
+        ),
+        response_name=dependant.response_param_name,
+        background_name=dependant.background_tasks_param_name,
+        scopes_name=dependant.security_scopes_param_name,
+        scopes=tuple(_get_oauth_scopes(dependant=dependant)),
+        deferred=deferred,
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Params:
+    """One group of parameters (path, query, header or cookie) of one dependant.
+
+    `plain` holds, for a group of plain values only (no model, list or JSON), each
+    field with the request keys FastAPI would look it up by and its error location:
+    read here as FastAPI's request_params_to_args reads them, minus the working out.
+    """
+
+    fields: tuple[ModelField, ...]
+    plain: tuple[tuple[ModelField, tuple[str, ...], str], ...] | None
+
+
+def _params(fields: list[ModelField]) -> _Params | None:
+    if not fields:
+        return None
+    plain: list[tuple[ModelField, tuple[str, ...], str]] = []
+    for field in fields:
+        info = field.field_info
+        if (
+            _get_param_model(field) is not None
+            or _is_json_field(field)
+            or field_annotation_is_sequence(info.annotation)
+            or not isinstance(info, params.Param)
+        ):
+            return _Params(tuple(fields), None)
+        keys = tuple(key for _, key in _get_param_aliases(field))
+        plain.append((field, keys, info.in_.value))
+    return _Params(tuple(fields), tuple(plain))
+
+
+def _uses_scopes(dependant: Dependant) -> bool:
+    return any(
+        sub.own_oauth_scopes
+        or sub.security_scopes_param_name is not None
+        or isinstance(sub.call, SecurityBase)
+        or _uses_scopes(sub)
+        for sub in dependant.dependencies
+    )
+
+
+class _Solving:
+    """One request's solving: its values so far, errors, sub-response and tasks."""
+
+    __slots__ = ("background", "body", "cache", "embed", "errors", "request", "response")
+
+    def __init__(self, request: Request, body: Any, embed: bool) -> None:
+        self.request = request
+        self.body = body
+        self.embed = embed
+        self.cache: dict[tuple[Any, ...], Any] = {}
+        self.errors: list[Any] = []
+        self.background: BackgroundTasks | None = None
+        # As FastAPI makes it: headers and a status code the route may set.
+        response = Response()
+        del response.headers["content-length"]
+        response.status_code = None  # type: ignore[assignment]
+        self.response = response
+
+
+async def _solve(plan: _Plan, solving: _Solving) -> dict[str, Any]:
+    """FastAPI's solve_dependencies, following a plan made once (sync steps deferred)."""
+    values: dict[str, Any] = {}
+    request = solving.request
+    for step in plan.steps:
+        before = len(solving.errors)
+        arguments = (
+            await _solve(step.plan, solving) if step.plan.steps or _has_input(step.plan) else {}
+        )
+        if len(solving.errors) > before:
+            continue
+        if step.use_cache and step.key in solving.cache:
+            solved = solving.cache[step.key]
+        elif step.kind == _ASYNC:
+            solved = await step.call(**arguments)
+        elif step.kind == _ASYNC_GEN:
+            stack_name = (
+                "fastapi_function_astack" if step.function_scope else "fastapi_inner_astack"
+            )
+            stack = request.scope[stack_name]
+            assert isinstance(stack, AsyncExitStack)
+            solved = await _solve_generator(
+                dependant=step.dependant, stack=stack, sub_values=arguments, request=request
+            )
+        else:
+            solved = Deferred(step.call, step.kind == _SYNC_GEN, arguments)
+        if step.name is not None:
+            values[step.name] = solved
+        if step.key not in solving.cache:
+            solving.cache[step.key] = solved
+    if plan.path is not None:
+        _read(plan.path, request.path_params, values, solving)
+    if plan.query is not None:
+        _read(plan.query, request.query_params, values, solving)
+    if plan.header is not None:
+        _read(plan.header, request.headers, values, solving)
+    if plan.cookie is not None:
+        _read(plan.cookie, request.cookies, values, solving)
+    if plan.body:
+        body_values, body_errors = await request_body_to_args(
+            body_fields=list(plan.body), received_body=solving.body, embed_body_fields=solving.embed
+        )
+        values.update(body_values)
+        solving.errors.extend(body_errors)
+    for name in plan.request_names:
+        values[name] = request
+    if plan.background_name is not None:
+        if solving.background is None:
+            solving.background = BackgroundTasks()
+        values[plan.background_name] = solving.background
+    if plan.response_name is not None:
+        values[plan.response_name] = solving.response
+    if plan.scopes_name is not None:
+        values[plan.scopes_name] = SecurityScopes(scopes=list(plan.scopes))
+    return values
+
+
+def _has_input(plan: _Plan) -> bool:
+    return bool(
+        plan.path
+        or plan.query
+        or plan.header
+        or plan.cookie
+        or plan.body
+        or plan.request_names
+        or plan.response_name
+        or plan.background_name
+        or plan.scopes_name
+    )
+
+
+def _read(
+    group: _Params, received: Mapping[str, Any], values: dict[str, Any], solving: _Solving
+) -> None:
+    if group.plain is None:
+        found, errors = request_params_to_args(list(group.fields), received)
+        values.update(found)
+        solving.errors.extend(errors)
+        return
+    found = {}
+    for field, keys, location in group.plain:
+        key = keys[0] if len(keys) == 1 else next((k for k in keys if k in received), keys[0])
+        value = received.get(key)
+        read, errors = _validate_value_with_model_field(
+            field=field,
+            value=Undefined if value is None else value,
+            values=found,
+            loc=(location, key),
+        )
+        if errors:
+            solving.errors.extend(errors)
+        else:
+            found[field.name] = read
+    values.update(found)
 
 
 def _resolve(value: Any, stack: ExitStack, made: dict[int, Any]) -> Any:
@@ -89,31 +377,31 @@ def _run(endpoint: Callable[..., Any], parameters: frozenset[str], values: dict[
         return endpoint(**{name: resolved[name] for name in parameters})
 
 
-def _defer(dependant: Dependant, owner: str) -> tuple[Dependant, bool]:
-    """The dependant with its sync sub-dependencies deferred; and whether any was."""
-    subs: list[Dependant] = []
-    any_deferred = False
-    for index, sub in enumerate(dependant.dependencies):
-        assert sub.call is not None
-        inner, inner_deferred = _defer(sub, owner)
-        if _is_sync(sub.call):
-            generator = _is_gen_callable(sub.call)
-            # A dependency without a name (`dependencies=[...]`) gets one, so that its
-            # deferred call reaches the route, which runs it.
-            name = sub.name if sub.name is not None else f"_one_hop_{index}"
-            inner = replace(inner, call=_stand_in(sub.call, generator), name=name)
-            any_deferred = True
-        elif inner_deferred:
-            raise TypeError(
-                f"{owner}: async dependency {sub.call.__name__} uses a plain def "
-                "dependency; make it a plain def too (see todoapp/routing.py)"
-            )
-        subs.append(inner)
-    return replace(dependant, dependencies=subs), any_deferred
+async def _read_body(request: Request, form: bool, strict_content_type: bool) -> Any:
+    """The request's body as FastAPI reads it (fastapi.routing.get_request_handler)."""
+    if form:
+        body = await request.form()
+        stack = request.scope["fastapi_middleware_astack"]
+        assert isinstance(stack, AsyncExitStack)
+        stack.push_async_callback(body.close)
+        return body
+    body_bytes = await request.body()
+    if not body_bytes:
+        return Undefined
+    content_type = request.headers.get("content-type")
+    if not content_type:
+        return await request.json() if not strict_content_type else body_bytes
+    message = email.message.Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() == "application":
+        subtype = message.get_content_subtype()
+        if subtype == "json" or subtype.endswith("+json"):
+            return await request.json()
+    return body_bytes
 
 
 class OneHopRoute(APIRoute):
-    """An APIRoute whose sync route runs with its sync dependencies in one thread hop."""
+    """An APIRoute solved by a plan made once; its sync work takes one thread hop."""
 
     def get_route_handler(self) -> Callable[[Request], Any]:
         # As APIRoute does: a route included in a router is built with what the
@@ -122,44 +410,134 @@ class OneHopRoute(APIRoute):
         context = _effective_route_context_var.get()
         if context is not None and context.original_route is self:
             route = context
+        fastapi_way = super().get_route_handler()
         endpoint = route.dependant.call
         assert endpoint is not None
-        if not _is_sync(endpoint) or _is_gen_callable(endpoint):
-            return super().get_route_handler()  # async, or a stream: FastAPI's own way
-        deferred, _ = _defer(route.dependant, f"{sorted(route.methods)} {route.path}")
-        parameters = frozenset(_parameters(self.dependant))
-
-        async def in_one_hop(**values: Any) -> Any:
-            return await run_in_threadpool(_run, endpoint, parameters, values)
-
-        in_one_hop.__name__ = in_one_hop.__qualname__ = getattr(endpoint, "__name__", "route")
-        one_hop = get_request_handler(
-            dependant=replace(deferred, call=in_one_hop),
-            body_field=route.body_field,
-            status_code=route.status_code,
-            response_class=route.response_class,
-            response_field=route.response_field,
-            response_model_include=route.response_model_include,
-            response_model_exclude=route.response_model_exclude,
-            response_model_by_alias=route.response_model_by_alias,
-            response_model_exclude_unset=route.response_model_exclude_unset,
-            response_model_exclude_defaults=route.response_model_exclude_defaults,
-            response_model_exclude_none=route.response_model_exclude_none,
-            dependency_overrides_provider=route.dependency_overrides_provider,
-            embed_body_fields=route._embed_body_fields,
-            strict_content_type=route.strict_content_type,
-        )
+        owner = f"{sorted(route.methods)} {route.path}"
+        try:
+            if _is_gen_callable(endpoint) or _is_async_gen_callable(endpoint):
+                raise Unplannable("a streaming route")
+            plan = _plan(route.dependant, owner, top=True)
+            if _is_coroutine_callable(endpoint) and plan.deferred:
+                raise Unplannable("an async route with a sync dependency")
+        except Unplannable:
+            return fastapi_way
+        planned = _planned_handler(route, endpoint, plan)
         # app.dependency_overrides replaces dependencies by their callables, which the
-        # stand-ins hide: while any are set, the route is solved FastAPI's own way.
-        overridable = super().get_route_handler()
+        # plan has fixed: while any are set, the route is solved FastAPI's own way.
         provider = route.dependency_overrides_provider
 
         async def handler(request: Request) -> Any:
             if provider is not None and provider.dependency_overrides:
-                return await overridable(request)
-            return await one_hop(request)
+                return await fastapi_way(request)
+            return await planned(request)
 
         return handler
+
+
+def _planned_handler(
+    route: Any, endpoint: Callable[..., Any], plan: _Plan
+) -> Callable[[Request], Any]:
+    """FastAPI's get_request_handler for a route that is neither a stream nor a
+    websocket, following the plan: same body reading, errors, status and serialisation."""
+    run_sync = not _is_coroutine_callable(endpoint)
+    parameters = frozenset(_parameters(route.dependant))
+    body_field = route.body_field
+    form = body_field is not None and isinstance(body_field.field_info, params.Form)
+    strict = route.strict_content_type
+    strict_content_type = bool(strict.value if isinstance(strict, DefaultPlaceholder) else strict)
+    embed = route._embed_body_fields
+    status_code = route.status_code
+    response_field = route.response_field
+    response_class = route.response_class
+    default_class = isinstance(response_class, DefaultPlaceholder)
+    actual_class: type[Response] = response_class.value if default_class else response_class
+    dump_json = response_field is not None and default_class
+    serialise_options = {
+        "include": route.response_model_include,
+        "exclude": route.response_model_exclude,
+        "by_alias": route.response_model_by_alias,
+        "exclude_unset": route.response_model_exclude_unset,
+        "exclude_defaults": route.response_model_exclude_defaults,
+        "exclude_none": route.response_model_exclude_none,
+    }
+    dependant_path = route.dependant.path
+
+    def endpoint_context(scope: Scope) -> Any:
+        context = _extract_endpoint_context(endpoint)
+        if dependant_path:
+            mount_path = scope.get("root_path", "").rstrip("/")
+            context["path"] = f"{scope['method']} {mount_path}{dependant_path}"
+        return context
+
+    async def planned(request: Request) -> Response:
+        body: Any = Undefined
+        if body_field is not None:
+            try:
+                body = await _read_body(request, form, strict_content_type)
+            except json.JSONDecodeError as exc:
+                raise RequestValidationError(
+                    [
+                        {
+                            "type": "json_invalid",
+                            "loc": ("body", exc.pos),
+                            "msg": "JSON decode error",
+                            "input": {},
+                            "ctx": {"error": exc.msg},
+                        }
+                    ],
+                    body=exc.doc,
+                    endpoint_ctx=endpoint_context(request.scope),
+                ) from exc
+            except HTTPException:
+                raise
+            except Exception as exc:
+                raise HTTPException(status_code=400, detail=UNPARSABLE_BODY) from exc
+        solving = _Solving(request, body, embed)
+        values = await _solve(plan, solving)
+        if solving.errors:
+            raise RequestValidationError(
+                solving.errors,
+                body=None if body is Undefined else body,
+                endpoint_ctx=endpoint_context(request.scope),
+            )
+        if run_sync:
+            raw = await run_in_threadpool(_run, endpoint, parameters, values)
+        else:
+            raw = await endpoint(**values)
+        if isinstance(raw, Response):
+            if raw.background is None:
+                raw.background = solving.background
+            return raw
+        sub_response = solving.response
+        arguments: dict[str, Any] = {"background": solving.background}
+        current_status = status_code if status_code else sub_response.status_code
+        if current_status is not None:
+            arguments["status_code"] = current_status
+        if sub_response.status_code:
+            arguments["status_code"] = sub_response.status_code
+        response: Response
+        if response_field is not None:
+            value, errors = response_field.validate(raw, {}, loc=("response",))
+            if errors:
+                raise ResponseValidationError(
+                    errors=errors, body=raw, endpoint_ctx=endpoint_context(request.scope)
+                )
+            if dump_json:
+                content = response_field.serialize_json(value, **serialise_options)
+                response = Response(content=content, media_type="application/json", **arguments)
+            else:
+                content = response_field.serialize(value, **serialise_options)
+                response = actual_class(content, **arguments)
+        else:
+            response = actual_class(jsonable_encoder(raw), **arguments)
+        if not is_body_allowed_for_status_code(response.status_code):
+            response.body = b""
+        response.headers.raw.extend(sub_response.headers.raw)
+        return response
+
+    planned.__name__ = planned.__qualname__ = getattr(endpoint, "__name__", "route")
+    return planned
 
 
 def _parameters(dependant: Dependant) -> Iterator[str]:
