@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from tests.conftest import PASSWORD, ROOT, Account, AppFactory, Backend, migrate, register
 from todoapp.config import DEVELOPMENT_SECRET_KEY, ConfigError, Settings
-from todoapp.database import Database, head_revision, make_engine
+from todoapp.database import Database, head_revision, make_engine, server_hung_up
 from todoapp.main import create_app
 
 # --- health and readiness ------------------------------------------------------
@@ -362,6 +362,41 @@ def test_a_database_restart_between_requests_is_invisible(
         proxy.up()
         response = client.get(path, headers=headers)
         assert response.status_code == 200, (path, response.text)
+
+
+def test_a_checkout_tests_its_connection_without_a_round_trip(pg_backend: Backend) -> None:
+    # A healthy pooled connection is handed out on a system call's word (its socket has
+    # nothing to read): no SELECT 1. One whose backend was terminated says so (its
+    # socket is readable) and is replaced before anyone uses it.
+    engine = make_engine(pg_backend.url, Settings())
+    sent: list[str] = []
+    try:
+        with engine.connect() as connection:
+            backend_pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            driver = connection.connection.dbapi_connection
+            assert not server_hung_up(driver)
+        original = engine.dialect.do_ping
+
+        def counted_ping(dbapi_connection: object) -> bool:
+            sent.append("SELECT 1")
+            return original(dbapi_connection)
+
+        engine.dialect.do_ping = counted_ping  # type: ignore[method-assign]
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() == backend_pid
+        assert sent == []
+
+        with pg_backend.plain.connect() as admin:
+            admin.exec_driver_sql(f"SELECT pg_terminate_backend({backend_pid})")
+        deadline = time.monotonic() + 5
+        while not server_hung_up(driver) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server_hung_up(driver)
+        with engine.connect() as connection:  # replaced, invisibly
+            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != backend_pid
+        assert sent == ["SELECT 1"]  # sent only to make sure the silent one was dead
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize("mixed", [False, True], ids=["plain-lists", "with-other-routes"])

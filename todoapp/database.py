@@ -1,5 +1,6 @@
 """The engine, the session factory and the declarative Base (with a naming convention)."""
 
+import select
 from collections.abc import Callable
 from contextvars import ContextVar
 from functools import lru_cache
@@ -126,22 +127,41 @@ _retrying_read: ContextVar[bool] = ContextVar("retrying_read", default=False)
 
 
 def _ping_on_checkout(engine: Engine) -> None:
-    """pool_pre_ping, except for reads that retry: they skip the round trip.
+    """pool_pre_ping without the round trip, and not at all for reads that retry.
 
-    A restarted database leaves dead connections in the pool. Each checkout tests its
-    connection first (SQLAlchemy's pessimistic recipe: DisconnectionError makes the
-    pool replace it), so the restart is invisible to requests. Database.read instead
-    retries once on a dead connection, which is as reliable and one round trip cheaper.
+    A restarted database (or pooler) leaves dead connections in the pool. Each checkout
+    tests its connection first (SQLAlchemy's pessimistic recipe: DisconnectionError
+    makes the pool replace it), so the restart is invisible to requests. The test is
+    whether the connection's socket has anything to read: between two statements an
+    idle connection's server says nothing, so a readable socket means the server hung
+    up (a terminated backend sends its FATAL notice and closes) or spoke unasked, and
+    only then is the usual `SELECT 1` sent to make sure. So a healthy connection costs a
+    system call, not a round trip.
+    Database.read skips even that: it retries once on a dead connection instead.
     """
 
     @event.listens_for(engine, "checkout")
     def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         if _retrying_read.get():
             return
-        try:
+        if not server_hung_up(dbapi_connection):
+            return
+        try:  # most likely dead; the round trip makes sure (and reads what was said)
             engine.dialect.do_ping(dbapi_connection)
         except engine.dialect.loaded_dbapi.Error as exc:
             raise DisconnectionError from exc
+
+
+def server_hung_up(dbapi_connection: Any) -> bool:
+    """True when an idle psycopg2 connection is closed, or its server has closed it or
+    sent something unasked (its socket is readable); no round trip."""
+    if dbapi_connection.closed:
+        return True
+    try:
+        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    except (OSError, ValueError):  # the socket is gone already
+        return True
+    return bool(readable)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
