@@ -400,10 +400,11 @@ def test_reading_a_todo_is_one_round_trip_without_ping_or_transaction(
     # another's, missing or not modified: the one statement that checks the token too.
     client = committed_client
     alice, bob = make_account(client, "alice"), make_account(client, "bob")
-    round_trips.clear()
     todo = create(client, alice)
-    # A write, for comparison: the recorder sees the ping and the transaction.
-    assert {"SELECT 1", "BEGIN", "COMMIT"} <= set(round_trips.sent), round_trips.sent
+    # A write in a session, for comparison: the recorder sees the transaction.
+    round_trips.clear()
+    assert client.patch("/users/me", json={"firstname": "Al"}, headers=alice.headers).is_success
+    assert {"BEGIN", "COMMIT"} <= set(round_trips.sent), round_trips.sent
     path = f"/todos/{todo['id']}"
     etag = client.get(path, headers=alice.headers).headers["ETag"]
     for url, headers, status in (
@@ -416,6 +417,35 @@ def test_reading_a_todo_is_one_round_trip_without_ping_or_transaction(
         assert client.get(url, headers=headers).status_code == status
         (statement,) = round_trips.sent
         assert "FROM users JOIN sessions" in statement, statement
+
+
+def test_todo_writes_are_one_autocommitted_statement_without_ping(
+    committed_client: TestClient, round_trips: RoundTrips
+) -> None:
+    # A todo write is one statement, so it is its own transaction: psycopg2 sends it
+    # in autocommit (no BEGIN before it, no COMMIT after: one round trip), and the
+    # pool hands the connection out without a SELECT 1 (its socket said it was alive).
+    client = committed_client
+    alice = make_account(client, "alice")
+    todo = create(client, alice, title="counted")
+    path = f"/todos/{todo['id']}"
+    body = {"title": "t", "description": "", "priority": 2, "complete": False}
+    for method, url, json, verb in (
+        ("POST", "/todos", {"title": "new", "priority": 1}, "INSERT"),
+        ("PATCH", path, {"complete": True}, "UPDATE"),
+        ("PUT", path, body, "UPDATE"),
+        ("DELETE", path, None, "DELETE"),
+    ):
+        round_trips.clear()
+        response = client.request(method, url, json=json, headers=alice.headers)
+        assert response.status_code in (200, 201, 204), (method, response.text)
+        (statement,) = round_trips.sent
+        assert statement.startswith(verb), (method, statement)
+    # And what they wrote is there for everyone (committed).
+    assert client.get(path, headers=alice.headers).status_code == 404
+    assert [t["title"] for t in client.get("/todos", headers=alice.headers).json()["items"]] == [
+        "new"
+    ]
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE", "POST"])

@@ -250,6 +250,23 @@ class Database:
         finally:
             _retrying_read.reset(token)
 
+    def write_one(self, work: Callable[[Connection], T]) -> T:
+        """Run a unit of work whose only write is ONE statement, committed as it runs.
+
+        On PostgreSQL in autocommit: a single statement is a transaction of its own, so
+        there is no BEGIN and no COMMIT to wait for, and nothing can be half-written; the
+        reads that may follow (why the statement found no row) see it committed. Never
+        retried: a statement that may have run is not sent twice. On SQLite, in a
+        transaction that takes the write lock up front (BEGIN IMMEDIATE) and commits.
+        Work that writes more than once takes a Session and commits once instead.
+        """
+        self.ensure_schema_ready()
+        with self.engine.connect() as connection:
+            if self._autocommit_reads:
+                return _in_autocommit(connection, work)
+            with connection.begin():
+                return work(connection)
+
     @property
     def schema_ready(self) -> bool:
         """True once the schema was found at the head revision (see ensure_schema_ready)."""

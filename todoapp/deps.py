@@ -48,6 +48,11 @@ class SessionSource:
         """Run a read-only unit of work (see Database.read); call it from a thread."""
         return self.database.read(work)
 
+    def write_one(self, work: Callable[[Connection], T]) -> T:
+        """Run a unit of work that writes with one statement (see Database.write_one);
+        call it from a thread."""
+        return self.database.write_one(work)
+
 
 async def admit(admission: asyncio.Semaphore, timeout: float) -> bool:
     """Take a place to use the database, waiting at most `timeout` seconds for one."""

@@ -6,10 +6,12 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from todoapp.deps import (
+    EntityTags,
     IdPath,
     IfMatch,
     IfNoneMatch,
     SessionDep,
+    SessionSource,
     SessionSourceDep,
     TodoCaller,
     TodoQueryDep,
@@ -31,6 +33,7 @@ from todoapp.routers.responses import (
 from todoapp.routing import OneHopRoute
 from todoapp.schemas import Page, TodoCreate, TodoOut, TodoPatch, TodoReplace
 from todoapp.services import todos
+from todoapp.services.users import Caller
 
 router = APIRouter(prefix="/todos", tags=["todos"], route_class=OneHopRoute)
 
@@ -87,9 +90,10 @@ def _tagged(todo: Any, response: Response) -> TodoOut:
     responses={**errors(*AUTHED, 403, *BODY), **with_etag(201, links=CREATED_TODO_LINKS)},
 )
 def create_todo(
-    body: TodoCreate, caller: TodoCaller, db: SessionDep, response: Response
+    body: TodoCreate, caller: TodoCaller, sessions: SessionSourceDep, response: Response
 ) -> TodoOut:
-    todo = todos.create_todo(db, body.model_dump(), caller=caller)
+    fields = body.model_dump()
+    todo = sessions.write_one(lambda db: todos.create_todo(db, fields, caller=caller))
     response.headers["Location"] = f"/todos/{todo.id}"
     return _tagged(todo, response)
 
@@ -128,18 +132,11 @@ def replace_todo(
     todo_id: IdPath,
     body: TodoReplace,
     caller: TodoCaller,
-    db: SessionDep,
+    sessions: SessionSourceDep,
     response: Response,
     if_match: IfMatch,
 ) -> TodoOut:
-    todo = todos.update_todo(
-        db,
-        todo_id,
-        caller=caller,
-        changes=body.model_dump(),
-        expected_versions=expected_versions(if_match, "todo", todo_id),
-    )
-    return _tagged(todo, response)
+    return _tagged(_update(sessions, todo_id, caller, body.model_dump(), if_match), response)
 
 
 @router.patch(
@@ -153,18 +150,27 @@ def update_todo(
     todo_id: IdPath,
     body: TodoPatch,
     caller: TodoCaller,
-    db: SessionDep,
+    sessions: SessionSourceDep,
     response: Response,
     if_match: IfMatch,
 ) -> TodoOut:
-    todo = todos.update_todo(
-        db,
-        todo_id,
-        caller=caller,
-        changes=body.model_dump(exclude_unset=True),
-        expected_versions=expected_versions(if_match, "todo", todo_id),
+    changes = body.model_dump(exclude_unset=True)
+    return _tagged(_update(sessions, todo_id, caller, changes, if_match), response)
+
+
+def _update(
+    sessions: SessionSource,
+    todo_id: int,
+    caller: Caller,
+    changes: dict[str, Any],
+    if_match: EntityTags | None,
+) -> Any:
+    expected = expected_versions(if_match, "todo", todo_id)
+    return sessions.write_one(
+        lambda db: todos.update_todo(
+            db, todo_id, caller=caller, changes=changes, expected_versions=expected
+        )
     )
-    return _tagged(todo, response)
 
 
 @router.delete(
@@ -175,10 +181,10 @@ def update_todo(
     responses=errors(*AUTHED, 403, 404, 412),
     openapi_extra=IF_MATCH,
 )
-def delete_todo(todo_id: IdPath, caller: TodoCaller, db: SessionDep, if_match: IfMatch) -> None:
-    todos.delete_own_todo(
-        db,
-        todo_id,
-        caller=caller,
-        expected_versions=expected_versions(if_match, "todo", todo_id),
+def delete_todo(
+    todo_id: IdPath, caller: TodoCaller, sessions: SessionSourceDep, if_match: IfMatch
+) -> None:
+    expected = expected_versions(if_match, "todo", todo_id)
+    sessions.write_one(
+        lambda db: todos.delete_own_todo(db, todo_id, caller=caller, expected_versions=expected)
     )

@@ -289,8 +289,9 @@ _READ_OWN = (
 )
 
 
-def create_todo(db: Session, fields: dict[str, Any], *, caller: Caller) -> Row[*tuple[Any, ...]]:
-    """A new todo of the caller's, inserted by the statement that checks the caller."""
+def create_todo(db: Connection, fields: dict[str, Any], *, caller: Caller) -> Row[*tuple[Any, ...]]:
+    """A new todo of the caller's, inserted by the statement that checks the caller: one
+    statement, so run it with Database.write_one (committed as it runs)."""
     # Core's INSERT ... SELECT on the table (the ORM's insert(Todo) inserts rows it holds).
     table = cast(Table, Todo.__table__)
     names = list(fields)
@@ -304,12 +305,11 @@ def create_todo(db: Session, fields: dict[str, Any], *, caller: Caller) -> Row[*
     ).first()
     if row is None:
         users.refuse_caller(db, caller)
-    commit(db)
     assert row is not None
     return row
 
 
-def _refuse(db: Session, todo_id: int, owner_id: int | None) -> NoReturn:
+def _refuse(db: Session | Connection, todo_id: int, owner_id: int | None) -> NoReturn:
     """Why a conditional write found no row: NotFound, else PreconditionFailed."""
     query = select(Todo.id).where(Todo.id == todo_id)
     if owner_id is not None:
@@ -319,14 +319,14 @@ def _refuse(db: Session, todo_id: int, owner_id: int | None) -> NoReturn:
     raise PreconditionFailed(RESOURCE_CHANGED)
 
 
-def _refuse_caller(db: Session, todo_id: int, caller: Caller) -> NoReturn:
+def _refuse_caller(db: Session | Connection, todo_id: int, caller: Caller) -> NoReturn:
     """Why a caller's write found no row: 401 or 403 (the caller), else 404 or 412."""
     users.refuse_caller(db, caller)
     _refuse(db, todo_id, caller.claims.user_id)
 
 
 def update_todo(
-    db: Session,
+    db: Connection,
     todo_id: int,
     *,
     caller: Caller,
@@ -334,7 +334,8 @@ def update_todo(
     expected_versions: Collection[int] | None = None,
 ) -> Row[*tuple[Any, ...]]:
     """Apply `changes` in one statement, which also bumps the version and checks the
-    caller (their token holds and the todo is theirs); the todo's row.
+    caller (their token holds and the todo is theirs); the todo's row. One statement:
+    run it with Database.write_one.
 
     With `expected_versions`, only while the todo is at one of them (If-Match): two
     writers that read the same version cannot both write, since the second one's
@@ -352,32 +353,28 @@ def update_todo(
             .values(**changes, updated_at=utcnow(), version=Todo.version + 1)
             .returning(*_COLUMNS, Todo.version)
         )
-    row = db.execute(
-        statement, caller.params(), execution_options={"synchronize_session": False}
-    ).first()
+    row = db.execute(statement, caller.params()).first()
     if row is None:
         _refuse_caller(db, todo_id, caller)
-    commit(db)
     return row
 
 
 def delete_own_todo(
-    db: Session,
+    db: Connection,
     todo_id: int,
     *,
     caller: Caller,
     expected_versions: Collection[int] | None = None,
 ) -> None:
-    """Delete the caller's todo, checking the caller in the same statement."""
+    """Delete the caller's todo, checking the caller in the same statement (one
+    statement: run it with Database.write_one)."""
     query = delete(Todo).where(
         Todo.id == todo_id, Todo.owner_id == bindparam("user_id"), users.caller_holds(caller)
     )
     if expected_versions is not None:
         query = query.where(Todo.version.in_(expected_versions))
-    result = db.execute(query, caller.params(), execution_options={"synchronize_session": False})
-    if result.rowcount == 0:  # type: ignore[attr-defined]
+    if db.execute(query, caller.params()).rowcount == 0:
         _refuse_caller(db, todo_id, caller)
-    commit(db)
 
 
 def delete_todo(db: Session, todo_id: int) -> None:
