@@ -4,14 +4,26 @@ route, in that thread; FastAPI's overrides still work. The app's own routes use 
 see test_the_apps_sync_routes_take_one_thread_hop."""
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import anyio.to_thread
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import (
+    APIRouter,
+    Cookie,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+)
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from pydantic import BaseModel, Field
 
 from tests.conftest import make_account
 from todoapp.routing import OneHopRoute
@@ -160,17 +172,129 @@ def test_an_async_dependency_on_a_sync_one_is_refused_when_declared() -> None:
         router.add_api_route("/mixed", mixed)
 
 
-def test_async_routes_are_left_to_fastapi() -> None:
+def test_async_routes_and_their_yield_dependencies_run_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An async route is solved by the plan too: no thread at all. Its async `yield`
+    # dependency is left after the answer, and sees the route's error, as in FastAPI.
+    events: list[str] = []
+
+    async def guard() -> AsyncIterator[str]:
+        events.append("entered")
+        try:
+            yield "guard"
+        except HTTPException:
+            events.append("saw the error")
+            raise
+        finally:
+            events.append("left")
+
     router = APIRouter(route_class=OneHopRoute)
 
-    @router.get("/async")
-    async def on_the_loop() -> dict[str, int]:
-        return {"thread": threading.get_ident()}
+    @router.get("/async/{n}")
+    async def on_the_loop(n: int, guard: Annotated[str, Depends(guard)]) -> dict[str, Any]:
+        events.append("route")
+        if n == 404:
+            raise HTTPException(404, "no such thing")
+        return {"n": n, "guard": guard}
 
+    hops: list[Any] = []
+    real = anyio.to_thread.run_sync
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(func)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
     app = FastAPI()
     app.include_router(router)
     with TestClient(app) as client:
-        assert client.get("/async").status_code == 200
+        assert client.get("/async/1").json() == {"n": 1, "guard": "guard"}
+        assert events == ["entered", "route", "left"]
+        events.clear()
+        assert client.get("/async/404").status_code == 404
+        assert events == ["entered", "route", "saw the error", "left"]
+    assert hops == []
+
+
+class Item(BaseModel):
+    name: str = Field(min_length=1)
+    size: int = Field(ge=1)
+
+
+def build_parity(route_class: type[APIRoute]) -> FastAPI:
+    """The same routes, for FastAPI's own route class and for OneHopRoute."""
+    router = APIRouter(route_class=route_class)
+
+    def shelf(shelf_id: Annotated[int, Path(ge=1)], x_tenant: Annotated[str, Header()]) -> str:
+        return f"{x_tenant}/{shelf_id}"
+
+    async def page(
+        limit: Annotated[int, Query(ge=1, le=10)] = 5,
+        tags: Annotated[list[str] | None, Query()] = None,
+    ) -> dict[str, Any]:
+        return {"limit": limit, "tags": tags or []}
+
+    @router.post("/shelves/{shelf_id}/items", status_code=201)
+    def put_item(
+        item: Item, where: Annotated[str, Depends(shelf)], response: Response
+    ) -> dict[str, Any]:
+        response.headers["Location"] = f"/{where}/{item.name}"
+        return {"where": where, "item": item.model_dump()}
+
+    @router.get("/shelves/{shelf_id}/items", response_model=list[Item])
+    def list_items(
+        where: Annotated[str, Depends(shelf)],
+        paging: Annotated[dict[str, Any], Depends(page)],
+        session: Annotated[str | None, Cookie()] = None,
+    ) -> Any:
+        return [{"name": where, "size": paging["limit"], "secret": session}]
+
+    @router.delete("/shelves/{shelf_id}", status_code=204)
+    def drop(where: Annotated[str, Depends(shelf)]) -> None:
+        return None
+
+    app = FastAPI()
+    app.include_router(router)
+    return app
+
+
+PARITY_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/shelves/1/items", {"json": {"name": "a", "size": 2}}),
+    ("POST", "/shelves/0/items", {"json": {"name": "", "size": 0}}),
+    ("POST", "/shelves/x/items", {"json": {"name": "a", "size": 2}}),
+    (
+        "POST",
+        "/shelves/1/items",
+        {"content": b"{bad json", "headers": {"content-type": "application/json"}},
+    ),
+    ("POST", "/shelves/1/items", {"content": b"name=a", "headers": {"content-type": "text/plain"}}),
+    ("POST", "/shelves/1/items", {}),
+    ("GET", "/shelves/1/items?limit=3&tags=a&tags=b", {"cookies": {"session": "s"}}),
+    ("GET", "/shelves/1/items?limit=0&limit=11", {}),
+    ("GET", "/shelves/2/items?limit=zz", {}),
+    ("DELETE", "/shelves/3", {}),
+    ("DELETE", "/shelves/-3", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "extra"), PARITY_REQUESTS)
+def test_answers_are_fastapis_own(method: str, path: str, extra: dict[str, Any]) -> None:
+    # Status, body and headers (bar the date) as FastAPI's own route class gives them,
+    # for good requests and for every kind of 422 (path, query, header, body, JSON).
+    answers = []
+    for route_class in (APIRoute, OneHopRoute):
+        with TestClient(build_parity(route_class)) as client:
+            headers = {"x-tenant": "t1", **extra.get("headers", {})}
+            if path == "/shelves/1/items" and method == "POST" and not extra:
+                headers = {}  # no header, no body: both missing
+            client.cookies.update(extra.get("cookies", {}))
+            arguments = {k: v for k, v in extra.items() if k not in ("headers", "cookies")}
+            response = client.request(method, path, headers=headers, **arguments)
+            answers.append(
+                (response.status_code, response.content, sorted(response.headers.items()))
+            )
+    assert answers[0] == answers[1]
 
 
 def test_the_apps_sync_routes_take_one_thread_hop(

@@ -12,8 +12,9 @@ plan (`_Plan`): the steps in FastAPI's order, each with its kind, its cache key 
 the parameter groups it has. Per request the plan is followed:
 
 - async dependencies are awaited on the event loop, in FastAPI's order, each once;
-  `yield` ones are entered on the request's exit stack exactly as FastAPI enters them
-  (FastAPI's own `_solve_generator`), so they are left after the answer is sent;
+  `yield` ones are entered on the request's exit stack, as FastAPI enters them, so
+  they are left after the answer is sent (or, with `scope="function"`, before), with
+  the exception if one was raised, and shielded from cancellation while they clean up;
 - sync dependencies are not run where they are solved but *deferred*: the route runs
   them, in dependency order and each once per request, in the same worker thread as
   itself; a sync dependency with `yield` is left again in that thread, right after the
@@ -33,10 +34,18 @@ Rules it adds (checked when a route is declared, so a mistake fails at import):
 
 import email.message
 import json
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AsyncExitStack, ExitStack, contextmanager
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    ExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass
 from typing import Any
+
+from anyio import CancelScope
 
 # FastAPI's own pieces (some private, pinned with FastAPI in requirements.txt): they
 # decide what FastAPI would decide, so the plan answers exactly as FastAPI answers.
@@ -55,7 +64,6 @@ from fastapi.dependencies.utils import (
     _get_param_aliases,
     _get_param_model,
     _is_json_field,
-    _solve_generator,
     _validate_value_with_model_field,
     request_body_to_args,
     request_params_to_args,
@@ -104,7 +112,6 @@ def _kind(call: Callable[..., Any]) -> str:
 class _Step:
     """One dependency: how to call it, and the plan for its own arguments."""
 
-    dependant: Dependant  # FastAPI's, for _solve_generator
     call: Callable[..., Any]
     kind: str
     name: str | None
@@ -170,7 +177,6 @@ def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
         computed_scope = sub.scope or ("request" if generator else None)
         steps.append(
             _Step(
-                dependant=sub,
                 call=call,
                 kind=kind,
                 name=name,
@@ -282,9 +288,9 @@ async def _solve(plan: _Plan, solving: _Solving) -> dict[str, Any]:
             )
             stack = request.scope[stack_name]
             assert isinstance(stack, AsyncExitStack)
-            solved = await _solve_generator(
-                dependant=step.dependant, stack=stack, sub_values=arguments, request=request
-            )
+            entered = asynccontextmanager(step.call)(**arguments)
+            solved = await entered.__aenter__()
+            stack.push_async_exit(_shielded_exit(entered))
         else:
             solved = Deferred(step.call, step.kind == _SYNC_GEN, arguments)
         if step.name is not None:
@@ -316,6 +322,21 @@ async def _solve(plan: _Plan, solving: _Solving) -> dict[str, Any]:
     if plan.scopes_name is not None:
         values[plan.scopes_name] = SecurityScopes(scopes=list(plan.scopes))
     return values
+
+
+def _shielded_exit(
+    entered: AbstractAsyncContextManager[Any],
+) -> Callable[..., Awaitable[bool]]:
+    """How a `yield` dependency is left: as FastAPI leaves it, its cleanup shielded from
+    the request's cancellation (a client gone, a server stopping)."""
+
+    async def leave(*exc_info: Any) -> bool:
+        suppressed = False
+        with CancelScope(shield=True):
+            suppressed = bool(await entered.__aexit__(*exc_info))
+        return suppressed
+
+    return leave
 
 
 def _has_input(plan: _Plan) -> bool:

@@ -10,7 +10,6 @@ from todoapp.deps import (
     IdPath,
     IfMatch,
     IfNoneMatch,
-    SessionDep,
     SessionSource,
     SessionSourceDep,
     TodoCaller,
