@@ -78,7 +78,11 @@ TodoId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Offset = Annotated[int, Query(ge=0)]
 
-app = FastAPI(title="todoapp bench ceiling")
+# FastAPI's native OpenTelemetry off, as in the app (todoapp/main.py).
+app = FastAPI(
+    title="todoapp bench ceiling",
+    telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+)
 
 
 def _todo(todo_id: int) -> TodoOut:

@@ -226,6 +226,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # What this app reports is Prometheus metrics and its own log lines (README,
+        # Observability). FastAPI's native OpenTelemetry would look on every request for
+        # globally configured providers (none: no SDK is installed): off, it costs nothing.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.database = database
