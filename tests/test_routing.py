@@ -3,7 +3,9 @@ run in one worker thread, in order, each once; `yield` dependencies are left aft
 route, in that thread; FastAPI's overrides still work. The app's own routes use it:
 see test_the_apps_sync_routes_take_one_thread_hop."""
 
+import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
@@ -26,7 +28,27 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
 from tests.conftest import make_account
+from todoapp import routing
 from todoapp.routing import OneHopRoute
+
+
+def count_hops(patch: pytest.MonkeyPatch) -> list[str]:
+    """Every trip to a worker thread from here on: anyio's (FastAPI's own, and
+    run_in_threadpool) and OneHopRoute's own executor."""
+    hops: list[str] = []
+    real_run_sync, real_in_a_thread = anyio.to_thread.run_sync, routing._in_a_thread
+
+    async def through_anyio(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await real_run_sync(func, *args, **kwargs)
+
+    async def through_executor(work: Any, *args: Any) -> Any:
+        hops.append(getattr(args[0] if args else work, "__name__", repr(work)))
+        return await real_in_a_thread(work, *args)
+
+    patch.setattr(anyio.to_thread, "run_sync", through_anyio)
+    patch.setattr(routing, "_in_a_thread", through_executor)
+    return hops
 
 
 class Journal:
@@ -116,17 +138,9 @@ def test_the_plain_apiroute_takes_a_hop_per_dependency() -> None:
     # What OneHopRoute saves: with FastAPI's own route the same request takes six
     # trips to the threadpool (resource in and out, audit, caller, the route, and the
     # check of its answer against the response model).
-    hops: list[str] = []
-    real = anyio.to_thread.run_sync
-
-    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(func, "__name__", repr(func)))
-        return await real(func, *args, **kwargs)
-
     for route_class, expected in ((APIRoute, 6), (OneHopRoute, 1)):
-        hops.clear()
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(anyio.to_thread, "run_sync", counting)
+            hops = count_hops(patch)
             with TestClient(build(Journal(), route_class)) as client:
                 assert client.get("/thing/1").status_code == 200
         assert len(hops) == expected, (route_class.__name__, hops)
@@ -198,14 +212,7 @@ def test_async_routes_and_their_yield_dependencies_run_on_the_loop(
             raise HTTPException(404, "no such thing")
         return {"n": n, "guard": guard}
 
-    hops: list[Any] = []
-    real = anyio.to_thread.run_sync
-
-    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(func)
-        return await real(func, *args, **kwargs)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    hops = count_hops(monkeypatch)
     app = FastAPI()
     app.include_router(router)
     with TestClient(app) as client:
@@ -305,14 +312,7 @@ def test_the_apps_sync_routes_take_one_thread_hop(
     alice = make_account(client, "alice")
     created = client.post("/todos", json={"title": "one hop", "priority": 3}, headers=alice.headers)
     assert created.status_code == 201
-    hops: list[str] = []
-    real = anyio.to_thread.run_sync
-
-    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(func, "__name__", repr(func)))
-        return await real(func, *args, **kwargs)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    hops = count_hops(monkeypatch)
     todo_id = created.json()["id"]
     for method, path, body in (
         ("GET", f"/todos/{todo_id}", None),
@@ -329,3 +329,27 @@ def test_the_apps_sync_routes_take_one_thread_hop(
         response = client.request(method, path, json=body, headers=alice.headers)
         assert response.status_code in (200, 204), (method, path, response.text)
         assert len(hops) == 1, (method, path, hops)
+
+
+def test_a_cancelled_request_waits_for_its_thread_before_letting_go() -> None:
+    # The thread cannot be stopped; what it holds (a connection, the request's place
+    # at the database) must not be let go while it still runs.
+    finished = threading.Event()
+
+    def slow() -> str:
+        time.sleep(0.3)
+        finished.set()
+        return "done"
+
+    async def scenario() -> tuple[bool, float]:
+        started = time.monotonic()
+        task = asyncio.ensure_future(routing._in_a_thread(slow))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return finished.is_set(), time.monotonic() - started
+
+    was_finished, waited = asyncio.run(scenario())
+    assert was_finished
+    assert waited >= 0.3
