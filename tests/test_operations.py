@@ -399,6 +399,40 @@ def test_a_checkout_tests_its_connection_without_a_round_trip(pg_backend: Backen
         engine.dispose()
 
 
+def test_the_check_reads_sockets_past_descriptor_1023() -> None:
+    # A busy worker's connections can have high descriptors, where select() gives up
+    # (and every checkout would fall back to SELECT 1): poll() reads them all.
+    ours, theirs = socket.socketpair()
+    high = os.dup2(ours.fileno(), 1500)
+
+    class Driver:
+        closed = 0
+
+        def fileno(self) -> int:
+            return high
+
+    try:
+        assert not server_hung_up(Driver())  # nothing to read: alive
+        theirs.close()  # the far end hangs up
+        assert server_hung_up(Driver())
+    finally:
+        os.close(high)
+        ours.close()
+
+
+def test_connections_keep_alive_to_notice_a_silent_server(pg_backend: Backend) -> None:
+    # A server gone without closing its connections is noticed by TCP keepalives (the
+    # kernel then errors the socket, and the check above replaces the connection).
+    engine = make_engine(pg_backend.url, Settings())
+    try:
+        with engine.connect() as connection:
+            driver = connection.connection.dbapi_connection
+            parameters = driver.get_dsn_parameters()  # type: ignore[union-attr]
+        assert (parameters["keepalives"], parameters["keepalives_idle"]) == ("1", "30")
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("mixed", [False, True], ids=["plain-lists", "with-other-routes"])
 def test_cut_offs_under_concurrent_requests_answer_only_successes_and_503s(
     proxied_client: tuple[TcpProxy, TestClient, dict[str, str]],

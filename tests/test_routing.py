@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
+import anyio
 import anyio.to_thread
 import pytest
 from fastapi import (
@@ -353,3 +354,37 @@ def test_a_cancelled_request_waits_for_its_thread_before_letting_go() -> None:
     was_finished, waited = asyncio.run(scenario())
     assert was_finished
     assert waited >= 0.3
+
+
+@pytest.mark.parametrize("route_class", [APIRoute, OneHopRoute])
+def test_async_yield_dependencies_may_hold_cancel_scopes_and_task_groups(
+    route_class: type[APIRoute],
+) -> None:
+    # A dependency that keeps an anyio scope open across its yield is left cleanly, as
+    # FastAPI leaves it (its cleanup scope is entered before the dependency's own).
+    events: list[str] = []
+
+    async def timed() -> AsyncIterator[int]:
+        with anyio.move_on_after(30):
+            yield 1
+        events.append("timed left")
+
+    async def grouped() -> AsyncIterator[int]:
+        async with anyio.create_task_group():
+            yield 2
+        events.append("grouped left")
+
+    router = APIRouter(route_class=route_class)
+
+    @router.get("/scoped")
+    def scoped(
+        a: Annotated[int, Depends(timed)], b: Annotated[int, Depends(grouped)]
+    ) -> dict[str, int]:
+        return {"sum": a + b}
+
+    app = FastAPI()
+    app.include_router(router)
+    with TestClient(app) as client:
+        for _ in range(2):  # and the server still answers afterwards
+            assert client.get("/scoped").json() == {"sum": 3}
+    assert events == ["grouped left", "timed left"] * 2

@@ -65,13 +65,26 @@ def database_url(url: str) -> URL:
     return parsed
 
 
-POSTGRES_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 5, "options": "-c timezone=UTC"}
+# TCP keepalives: a server that vanished without closing its connections (a host lost,
+# a failover, a firewall forgetting the flow) is noticed within about a minute, and the
+# kernel then marks the socket readable, so that the pool's check replaces it.
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "options": "-c timezone=UTC",
+    **KEEPALIVES,
+}
 # Behind a pooler in transaction mode (DB_POOLER=transaction): PgBouncer refuses startup
 # options ("unsupported startup parameter: options"), so the time zone is SET once per
 # connection instead; PgBouncer tracks TimeZone per client and sets it again on whichever
 # server connection each transaction gets. (A SET of anything it does not track, such
 # as statement_timeout, would leak to other clients: none is made.)
-POOLED_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 5}
+POOLED_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 5, **KEEPALIVES}
 SET_UTC = "SET TIME ZONE 'UTC'"
 
 
@@ -157,11 +170,12 @@ def server_hung_up(dbapi_connection: Any) -> bool:
     sent something unasked (its socket is readable); no round trip."""
     if dbapi_connection.closed:
         return True
+    poller = select.poll()  # not select(): it fails for descriptors above 1023
     try:
-        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+        poller.register(dbapi_connection.fileno(), select.POLLIN)
     except (OSError, ValueError):  # the socket is gone already
         return True
-    return bool(readable)
+    return bool(poller.poll(0))
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

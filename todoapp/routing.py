@@ -12,9 +12,10 @@ plan (`_Plan`): the steps in FastAPI's order, each with its kind, its cache key 
 the parameter groups it has. Per request the plan is followed:
 
 - async dependencies are awaited on the event loop, in FastAPI's order, each once;
-  `yield` ones are entered on the request's exit stack, as FastAPI enters them, so
-  they are left after the answer is sent (or, with `scope="function"`, before), with
-  the exception if one was raised, and shielded from cancellation while they clean up;
+  `yield` ones are entered on the request's exit stack by FastAPI's own
+  `_solve_generator`, so they are left after the answer is sent (or, with
+  `scope="function"`, before), with the exception if one was raised, and shielded
+  from cancellation while they clean up;
 - sync dependencies are not run where they are solved but *deferred*: the route runs
   them, in dependency order and each once per request, in the same worker thread as
   itself; a sync dependency with `yield` is left again in that thread, right after the
@@ -36,13 +37,11 @@ import asyncio
 import email.message
 import json
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import (
-    AbstractAsyncContextManager,
     AsyncExitStack,
     ExitStack,
-    asynccontextmanager,
     contextmanager,
 )
 from contextvars import copy_context
@@ -50,7 +49,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
-from anyio import CancelScope
 
 # FastAPI's own pieces (some private, pinned with FastAPI in requirements.txt): they
 # decide what FastAPI would decide, so the plan answers exactly as FastAPI answers.
@@ -69,6 +67,7 @@ from fastapi.dependencies.utils import (
     _get_param_aliases,
     _get_param_model,
     _is_json_field,
+    _solve_generator,
     _validate_value_with_model_field,
     request_body_to_args,
     request_params_to_args,
@@ -119,6 +118,7 @@ class _Step:
     call: Callable[..., Any]
     kind: str
     name: str | None
+    dependant: Dependant  # FastAPI's, for its _solve_generator
     key: tuple[Any, ...]  # FastAPI's cache key: the callable, its scopes, its scope
     use_cache: bool
     function_scope: bool  # a `yield` dependency left before the answer, not after
@@ -181,6 +181,7 @@ def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
         computed_scope = sub.scope or ("request" if generator else None)
         steps.append(
             _Step(
+                dependant=sub,
                 call=call,
                 kind=kind,
                 name=name,
@@ -292,9 +293,9 @@ async def _solve(plan: _Plan, solving: _Solving) -> dict[str, Any]:
             )
             stack = request.scope[stack_name]
             assert isinstance(stack, AsyncExitStack)
-            entered = asynccontextmanager(step.call)(**arguments)
-            solved = await entered.__aenter__()
-            stack.push_async_exit(_shielded_exit(entered))
+            solved = await _solve_generator(
+                dependant=step.dependant, stack=stack, sub_values=arguments, request=request
+            )
         else:
             solved = Deferred(step.call, step.kind == _SYNC_GEN, arguments)
         if step.name is not None:
@@ -326,21 +327,6 @@ async def _solve(plan: _Plan, solving: _Solving) -> dict[str, Any]:
     if plan.scopes_name is not None:
         values[plan.scopes_name] = SecurityScopes(scopes=list(plan.scopes))
     return values
-
-
-def _shielded_exit(
-    entered: AbstractAsyncContextManager[Any],
-) -> Callable[..., Awaitable[bool]]:
-    """How a `yield` dependency is left: as FastAPI leaves it, its cleanup shielded from
-    the request's cancellation (a client gone, a server stopping)."""
-
-    async def leave(*exc_info: Any) -> bool:
-        suppressed = False
-        with CancelScope(shield=True):
-            suppressed = bool(await entered.__aexit__(*exc_info))
-        return suppressed
-
-    return leave
 
 
 def _has_input(plan: _Plan) -> bool:
