@@ -19,7 +19,11 @@ the parameter groups it has. Per request the plan is followed:
 - sync dependencies are not run where they are solved but *deferred*: the route runs
   them, in dependency order and each once per request, in the same worker thread as
   itself; a sync dependency with `yield` is left again in that thread, right after the
-  route returns or raises, as FastAPI would have left it;
+  route returns or raises, with its exception. Two differences from FastAPI follow:
+  sync dependencies run after every parameter and the body were validated (a 422
+  comes before what they would refuse: see README, "Which check answers first"), and
+  a sync `yield` dependency is left before the answer is sent, not after (the
+  connection it holds goes back at once);
 - parameters and bodies are read and validated with FastAPI's own functions, so every
   422 is worded and located as FastAPI words and locates it; answers are validated and
   serialised by the route's response field, once, as FastAPI does.
