@@ -62,6 +62,7 @@ from fastapi._compat.shared import field_annotation_is_sequence
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import (
     Dependant,
+    _get_cache_key,
     _get_oauth_scopes,
     _is_async_gen_callable,
     _is_coroutine_callable,
@@ -80,7 +81,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.routing import APIRoute, _effective_route_context_var, _extract_endpoint_context
 from fastapi.security import SecurityScopes
-from fastapi.security.base import SecurityBase
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.background import BackgroundTasks
 from starlette.exceptions import HTTPException
@@ -138,13 +138,14 @@ class _Plan:
     query: "_Params | None"
     header: "_Params | None"
     cookie: "_Params | None"
-    body: tuple[ModelField, ...]
+    body: list[ModelField]  # as FastAPI's request_body_to_args takes it
     request_names: tuple[str, ...]  # Request and HTTPConnection parameters
     response_name: str | None
     background_name: str | None
     scopes_name: str | None
     scopes: tuple[str, ...]
     deferred: bool  # this plan or a step below it runs a sync dependency
+    empty: bool  # nothing to solve: no steps, parameters, body or special arguments
 
 
 def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
@@ -172,47 +173,50 @@ def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
             name = f"_one_hop_{index}"
         elif name is None and sync:
             raise Unplannable("a nameless sync dependency below the route")
-        # FastAPI's cache key (fastapi.dependencies.models._get_cache_key), worked out
-        # once: the scopes count only for dependencies that use them.
-        uses_scopes = bool(
-            sub.own_oauth_scopes
-            or sub.security_scopes_param_name is not None
-            or isinstance(call, SecurityBase)
-            or _uses_scopes(sub)
-        )
-        scopes = tuple(sorted(set(_get_oauth_scopes(dependant=sub)))) if uses_scopes else ()
-        generator = kind in (_ASYNC_GEN, _SYNC_GEN)
-        computed_scope = sub.scope or ("request" if generator else None)
         steps.append(
             _Step(
                 dependant=sub,
                 call=call,
                 kind=kind,
                 name=name,
-                key=(call, scopes, computed_scope or ""),
+                key=_get_cache_key(dependant=sub),  # FastAPI's own, worked out once
                 use_cache=sub.use_cache,
                 function_scope=sub.scope == "function",
                 plan=inner,
             )
         )
         deferred = deferred or sync or inner.deferred
+    request_names = tuple(
+        name
+        for name in (dependant.request_param_name, dependant.http_connection_param_name)
+        if name is not None
+    )
+    special = (
+        dependant.response_param_name,
+        dependant.background_tasks_param_name,
+        dependant.security_scopes_param_name,
+    )
+    groups = (
+        dependant.path_params,
+        dependant.query_params,
+        dependant.header_params,
+        dependant.cookie_params,
+        dependant.body_params,
+    )
     return _Plan(
         steps=tuple(steps),
         path=_params(dependant.path_params),
         query=_params(dependant.query_params),
         header=_params(dependant.header_params),
         cookie=_params(dependant.cookie_params),
-        body=tuple(dependant.body_params),
-        request_names=tuple(
-            name
-            for name in (dependant.request_param_name, dependant.http_connection_param_name)
-            if name is not None
-        ),
+        body=list(dependant.body_params),
+        request_names=request_names,
         response_name=dependant.response_param_name,
         background_name=dependant.background_tasks_param_name,
         scopes_name=dependant.security_scopes_param_name,
         scopes=tuple(_get_oauth_scopes(dependant=dependant)),
         deferred=deferred,
+        empty=not (steps or request_names or any(groups) or any(n is not None for n in special)),
     )
 
 
@@ -247,16 +251,6 @@ def _params(fields: list[ModelField]) -> _Params | None:
     return _Params(tuple(fields), tuple(plain))
 
 
-def _uses_scopes(dependant: Dependant) -> bool:
-    return any(
-        sub.own_oauth_scopes
-        or sub.security_scopes_param_name is not None
-        or isinstance(sub.call, SecurityBase)
-        or _uses_scopes(sub)
-        for sub in dependant.dependencies
-    )
-
-
 class _Solving:
     """One request's solving: its values so far, errors, sub-response and tasks."""
 
@@ -282,9 +276,7 @@ async def _solve(plan: _Plan, solving: _Solving) -> dict[str, Any]:
     request = solving.request
     for step in plan.steps:
         before = len(solving.errors)
-        arguments = (
-            await _solve(step.plan, solving) if step.plan.steps or _has_input(step.plan) else {}
-        )
+        arguments = {} if step.plan.empty else await _solve(step.plan, solving)
         if len(solving.errors) > before:
             continue
         if step.use_cache and step.key in solving.cache:
@@ -316,7 +308,7 @@ async def _solve(plan: _Plan, solving: _Solving) -> dict[str, Any]:
         _read(plan.cookie, request.cookies, values, solving)
     if plan.body:
         body_values, body_errors = await request_body_to_args(
-            body_fields=list(plan.body), received_body=solving.body, embed_body_fields=solving.embed
+            body_fields=plan.body, received_body=solving.body, embed_body_fields=solving.embed
         )
         values.update(body_values)
         solving.errors.extend(body_errors)
@@ -333,25 +325,11 @@ async def _solve(plan: _Plan, solving: _Solving) -> dict[str, Any]:
     return values
 
 
-def _has_input(plan: _Plan) -> bool:
-    return bool(
-        plan.path
-        or plan.query
-        or plan.header
-        or plan.cookie
-        or plan.body
-        or plan.request_names
-        or plan.response_name
-        or plan.background_name
-        or plan.scopes_name
-    )
-
-
 def _read(
     group: _Params, received: Mapping[str, Any], values: dict[str, Any], solving: _Solving
 ) -> None:
     if group.plain is None:
-        found, errors = request_params_to_args(list(group.fields), received)
+        found, errors = request_params_to_args(group.fields, received)
         values.update(found)
         solving.errors.extend(errors)
         return
