@@ -182,22 +182,18 @@ def profile_for_token(
     return row
 
 
-_TOKEN_ROLE = select(User.id, User.role).where(*token_holds())
-
-
 def admin_id_for_token(db: Session | Connection, claims: security.TokenClaims) -> int:
     """The admin a token was issued to, checked in one statement: NotAuthenticated
     unless the token holds, then PermissionDenied unless its user is an admin."""
-    row = db.execute(_TOKEN_ROLE, token_params(claims)).first()
-    if row is None:
-        raise NotAuthenticated(INVALID_TOKEN)
+    row = _token_user(db, claims)
     if row.role != "admin":
         raise PermissionDenied(ADMIN_REQUIRED)
     admin_id: int = row.id
     return admin_id
 
 
-_TOKEN_USER_ID = select(User.id, User.is_verified).where(*token_holds())
+# The user a token holds for, with what the read paths check of it (see _token_user).
+_TOKEN_USER_ID = select(User.id, User.is_verified, User.role).where(*token_holds())
 EMAIL_NOT_VERIFIED = "email not verified"
 
 
@@ -244,13 +240,20 @@ def user_id_for_token(
 ) -> int:
     """user_for_token for read paths: one row, no ORM object. With `verified_only`, an
     unverified account is PermissionDenied (REQUIRE_VERIFIED_EMAIL)."""
-    row = db.execute(_TOKEN_USER_ID, token_params(claims)).first()
-    if row is None:
-        raise NotAuthenticated(INVALID_TOKEN)
+    row = _token_user(db, claims)
     if verified_only and not row.is_verified:
         raise PermissionDenied(EMAIL_NOT_VERIFIED)
     user_id: int = row.id
     return user_id
+
+
+def _token_user(db: Session | Connection, claims: security.TokenClaims) -> Row[*tuple[Any, ...]]:
+    """The id, verification and role of the user a token holds for; NotAuthenticated
+    when it does not hold (one statement: token_holds)."""
+    row = db.execute(_TOKEN_USER_ID, token_params(claims)).first()
+    if row is None:
+        raise NotAuthenticated(INVALID_TOKEN)
+    return row
 
 
 def register(
