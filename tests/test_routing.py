@@ -157,19 +157,40 @@ def test_an_error_in_the_route_reaches_the_yield_dependency_in_the_same_thread()
     assert len(journal.threads - {dict(journal.events)["async dependency"]}) == 1
 
 
-def test_overrides_are_honoured() -> None:
+def test_overrides_are_honoured_by_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An override is followed the plan's way too: one thread hop, the override made once
+    # for the three dependencies that share the original, and each change of the
+    # overrides seen by the next request.
     journal = Journal()
     app = build(journal)
+    made: list[str] = []
 
     def fake_resource() -> Iterator[str]:
+        made.append("fake")
         yield "fake"
 
-    app.dependency_overrides[app.state.resource] = fake_resource
+    def other_resource() -> str:
+        made.append("other")
+        return "other"
+
+    hops = count_hops(monkeypatch)
     with TestClient(app) as client:
+        app.dependency_overrides[app.state.resource] = fake_resource
         body = client.get("/thing/3").json()
-    assert body["resource"] == "fake"
-    assert body["who"] == "caller using fake"
-    assert "resource opened" not in journal.names
+        assert (body["resource"], body["who"]) == ("fake", "caller using fake")
+        assert made == ["fake"]
+        assert "resource opened" not in journal.names
+        assert hops == ["read_thing"]
+
+        app.dependency_overrides[app.state.resource] = other_resource
+        assert client.get("/thing/3").json()["resource"] == "other"
+        app.dependency_overrides.clear()
+        assert client.get("/thing/3").json()["resource"] == "resource"
+        app.dependency_overrides[app.state.resource] = fake_resource
+        assert client.get("/thing/3").json()["resource"] == "fake"
+    assert made == ["fake", "other", "fake"]
+    assert journal.names.count("resource opened") == 1
+    assert hops == ["read_thing"] * 4
 
 
 def test_an_async_dependency_on_a_sync_one_is_refused_when_declared() -> None:

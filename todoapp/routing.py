@@ -33,8 +33,12 @@ Rules it adds (checked when a route is declared, so a mistake fails at import):
   its value): make it a plain `def`, which costs nothing here;
 - what the plan does not cover is served FastAPI's own way: streaming routes, websocket
   parameters, dependencies with a concurrency limit, an async route with a sync
-  dependency; and, while `app.dependency_overrides` holds anything, every route, so
-  that overrides work as FastAPI documents.
+  dependency.
+
+`app.dependency_overrides` works as FastAPI documents: while it holds anything, each
+route follows a plan made from the overridden tree (built as FastAPI builds it per
+request, and kept for as long as the same overrides are set), with the original
+dependency's cache key, so what is shared within a request stays shared.
 """
 
 import asyncio
@@ -74,6 +78,7 @@ from fastapi.dependencies.utils import (
     _is_json_field,
     _solve_generator,
     _validate_value_with_model_field,
+    get_dependant,
     request_body_to_args,
     request_params_to_args,
 )
@@ -148,17 +153,32 @@ class _Plan:
     empty: bool  # nothing to solve: no steps, parameters, body or special arguments
 
 
-def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
+def _plan(
+    dependant: Dependant, owner: str, *, top: bool, overrides: Mapping[Any, Any] | None = None
+) -> _Plan:
     if dependant.websocket_param_name is not None:
         raise Unplannable("websocket")
     steps: list[_Step] = []
     deferred = False
-    for index, sub in enumerate(dependant.dependencies):
+    for index, original in enumerate(dependant.dependencies):
+        sub = original
+        if overrides:
+            # As FastAPI's solve_dependencies does with overrides set: the dependency
+            # rebuilt from its override (or from itself), keeping its name and scopes.
+            assert original.path is not None
+            sub = get_dependant(
+                path=original.path,
+                call=overrides.get(original.call, original.call),
+                name=original.name,
+                parent_oauth_scopes=_get_oauth_scopes(dependant=original),
+                scope=original.scope,
+                concurrency=original.concurrency,
+            )
         call = sub.call
         assert call is not None
         if sub.concurrency is not None:
             raise Unplannable("a dependency with a concurrency limit")
-        inner = _plan(sub, owner, top=False)
+        inner = _plan(sub, owner, top=False, overrides=overrides)
         kind = _kind(call)
         sync = kind in (_SYNC, _SYNC_GEN)
         if not sync and inner.deferred:
@@ -179,9 +199,11 @@ def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
                 call=call,
                 kind=kind,
                 name=name,
-                key=_get_cache_key(dependant=sub),  # FastAPI's own, worked out once
-                use_cache=sub.use_cache,
-                function_scope=sub.scope == "function",
+                # FastAPI's own cache key, worked out once, of the dependency as
+                # declared (an override is cached where the original would be).
+                key=_get_cache_key(dependant=original),
+                use_cache=original.use_cache,
+                function_scope=original.scope == "function",
                 plan=inner,
             )
         )
@@ -444,25 +466,44 @@ class OneHopRoute(APIRoute):
         endpoint = route.dependant.call
         assert endpoint is not None
         owner = f"{sorted(route.methods)} {route.path}"
-        try:
-            if _is_gen_callable(endpoint) or _is_async_gen_callable(endpoint):
-                raise Unplannable("a streaming route")
-            plan = _plan(route.dependant, owner, top=True)
-            if _is_coroutine_callable(endpoint) and plan.deferred:
-                raise Unplannable("an async route with a sync dependency")
-        except Unplannable:
+
+        def handler_for(overrides: Mapping[Any, Any] | None) -> Callable[[Request], Any]:
+            try:
+                if _is_gen_callable(endpoint) or _is_async_gen_callable(endpoint):
+                    raise Unplannable("a streaming route")
+                plan = _plan(route.dependant, owner, top=True, overrides=overrides)
+                if _is_coroutine_callable(endpoint) and plan.deferred:
+                    raise Unplannable("an async route with a sync dependency")
+            except Unplannable:
+                return fastapi_way
+            return _planned_handler(route, endpoint, plan)
+
+        declared = handler_for(None)
+        if declared is fastapi_way:
             return fastapi_way
-        planned = _planned_handler(route, endpoint, plan)
-        # app.dependency_overrides replaces dependencies by their callables, which the
-        # plan has fixed: while any are set, the route is solved FastAPI's own way.
         provider = route.dependency_overrides_provider
+        # The plans made for sets of overrides, by the set (a few at most: a test's).
+        overridden: dict[tuple[tuple[Any, Any], ...], Callable[[Request], Any]] = {}
 
         async def handler(request: Request) -> Any:
-            if provider is not None and provider.dependency_overrides:
-                return await fastapi_way(request)
-            return await planned(request)
+            overrides = None if provider is None else provider.dependency_overrides
+            if not overrides:
+                return await declared(request)
+            key = tuple(overrides.items())
+            try:
+                handler = overridden.get(key)
+            except TypeError:  # an override that cannot be a key: planned afresh
+                return await handler_for(overrides)(request)
+            if handler is None:
+                if len(overridden) >= _OVERRIDE_PLANS:
+                    overridden.clear()
+                handler = overridden[key] = handler_for(overrides)
+            return await handler(request)
 
         return handler
+
+
+_OVERRIDE_PLANS = 16  # plans kept per route for sets of overrides
 
 
 def _planned_handler(
