@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import literal_column, text
 
 from tests.conftest import (
     PASSWORD,
@@ -20,7 +20,7 @@ from tests.conftest import (
     login,
     register,
 )
-from todoapp import fastlane
+from todoapp import fastlane, pages
 from todoapp.database import Database
 
 
@@ -311,6 +311,66 @@ def test_whole_second_and_far_timestamps_read_the_same_in_the_lane(
         "2026-01-01T00:00:00Z",
         "9999-12-31T23:59:59.999999Z",
     )
+
+
+# Text that JSON writers are apt to write differently: quotes, backslashes, every kind
+# of control character, DEL, non-ASCII, a character outside the BMP, U+2028, a slash.
+AWKWARD = 'say "hi" \\ back\b\t\n\f\r\x01\x1f\x7f é€😀\u2028 </script>'
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_todos_written_by_postgresql_are_what_pydantic_writes(
+    real_client: TestClient, headers: dict[str, str], lane_calls: list[Any], backend: Backend
+) -> None:
+    # The lane has PostgreSQL write each todo's JSON (pages.todo_json_sql): the same
+    # bytes as the route's, for awkward text and for every shape of timestamp.
+    stamps = [
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # no fraction
+        datetime(2026, 1, 2, 3, 4, 5, 466500, tzinfo=UTC),  # trailing zeros kept
+        datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    with backend.engine.begin() as connection:
+        for n, stamp in enumerate(stamps):
+            connection.execute(
+                text(
+                    "UPDATE todos SET title = :title, description = :description,"
+                    " created_at = :stamp, updated_at = :stamp, complete = :complete"
+                    " WHERE title = :which"
+                ),
+                {
+                    "title": AWKWARD[n:],
+                    "description": AWKWARD[: -n - 1],
+                    "stamp": stamp,
+                    "complete": n % 2 == 0,
+                    "which": f"todo {n}",
+                },
+            )
+    quick = real_client.get("/todos?limit=6", headers=headers)
+    slow = real_client.get("/todos?limit=6&sort=id", headers=headers)
+    assert lane_calls == [quick.content]  # the lane's own answer
+    assert quick.content == slow.content
+    items = quick.json()["items"]
+    assert items[0]["title"] == AWKWARD
+    assert [item["created_at"] for item in items[:5]] == [
+        "2026-01-02T03:04:05Z",
+        "2026-01-02T03:04:05.466500Z",
+        "2026-01-02T03:04:05.000001Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+    ]
+    assert [item["complete"] for item in items[:5]] == [True, False, True, False, True]
+
+
+def test_todo_json_sql_refuses_a_field_it_cannot_write() -> None:
+    # A new kind of field in TodoOut must fail when the lane's statement is built, not
+    # write something pydantic would not.
+    column = literal_column("x")
+    with pytest.raises(TypeError, match="cannot write"):
+        pages._value_json(column, float)
+    with pytest.raises(TypeError, match="cannot write"):
+        pages._value_json(column, str | None)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
