@@ -409,3 +409,62 @@ def test_async_yield_dependencies_may_hold_cancel_scopes_and_task_groups(
         for _ in range(2):  # and the server still answers afterwards
             assert client.get("/scoped").json() == {"sum": 3}
     assert events == ["grouped left", "timed left"] * 2
+
+
+def test_include_routes_is_include_router_matched_once() -> None:
+    # routing.include_routes declares a router's routes on the app itself: the same
+    # OpenAPI document and answers as include_router, overrides included, and no
+    # included-router entry left to be matched twice.
+    def tenant(x_tenant: Annotated[str, Header()] = "main") -> str:
+        return x_tenant
+
+    def audit() -> None:
+        return None
+
+    class Item(BaseModel):
+        id: int
+        tenant: str
+
+    router = APIRouter(
+        prefix="/items",
+        tags=["items"],
+        dependencies=[Depends(audit)],
+        responses={404: {"description": "No such item"}},
+        route_class=OneHopRoute,
+    )
+
+    @router.get("/{item_id}", summary="One item")
+    def read_item(
+        item_id: Annotated[int, Path(ge=1)], who: Annotated[str, Depends(tenant)]
+    ) -> Item:
+        """Read one item."""
+        if item_id == 404:
+            raise HTTPException(404, "no such item")
+        return Item(id=item_id, tenant=who)
+
+    @router.post("", status_code=201, response_model=Item)
+    def create_item(item: Item) -> Any:
+        return item
+
+    included, flat = FastAPI(), FastAPI()
+    included.include_router(router)
+    routing.include_routes(flat, router)
+    assert flat.openapi() == included.openapi()
+    assert not any(type(route).__name__ == "_IncludedRouter" for route in flat.routes)
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/items/3", {"headers": {"x-tenant": "blue"}}),
+        ("GET", "/items/404", {}),
+        ("GET", "/items/0", {}),
+        ("POST", "/items", {"json": {"id": 5, "tenant": "x"}}),
+        ("POST", "/items", {"json": {"id": "five"}}),
+        ("DELETE", "/items/3", {}),
+    ]
+    for app in (included, flat):
+        app.dependency_overrides[tenant] = lambda: "overridden"
+    with TestClient(included) as slow, TestClient(flat) as quick:
+        for method, path, extra in requests:
+            expected = slow.request(method, path, **extra)
+            answer = quick.request(method, path, **extra)
+            assert (answer.status_code, answer.json()) == (expected.status_code, expected.json())
+            assert answer.headers.get("allow") == expected.headers.get("allow")
+        assert quick.get("/items/3").json() == {"id": 3, "tenant": "overridden"}
