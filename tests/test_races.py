@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from tests.conftest import PASSWORD, Backend, login, register, settings_for_tests
+from todoapp import metrics
 from todoapp.database import Database, make_engine
 from todoapp.deps import admit
 from todoapp.main import create_app
@@ -191,3 +192,36 @@ def test_admission_waits_at_most_its_timeout_for_a_place() -> None:
     first, second, waited, third = asyncio.run(scenario())
     assert (first, second, third) == (True, False, True)
     assert 0.09 < waited < 1.0
+
+
+def test_every_admitted_request_gives_its_place_back(app_factory: Any) -> None:
+    # The place a request took at the database (deps.get_session_source) is given back
+    # once it is answered, however it ends: a success, a refusal after admission (404,
+    # 409, 412, 422 from the body, 401 for a token revoked meanwhile), or an error.
+    app = app_factory(worker_threads=3, fast_lane_connections=0)
+    with TestClient(app) as client:
+        register(client, "placeholder")
+        auth = {"Authorization": f"Bearer {login(client, 'placeholder')}"}
+        admission: asyncio.Semaphore = app.state.admission
+        threads_in_use = metrics.THREADS_IN_USE._value.get()
+        assert admission._value == 3
+        made = client.post("/todos", json={"title": "t", "priority": 1}, headers=auth)
+        assert made.status_code == 201
+        todo = f"/todos/{made.json()['id']}"
+        answers = [
+            client.get(todo, headers=auth).status_code,
+            client.get("/todos/999999", headers=auth).status_code,
+            client.patch(todo, json={"priority": 9}, headers=auth).status_code,
+            client.patch(
+                todo, json={"title": "x"}, headers={**auth, "If-Match": '"x"'}
+            ).status_code,
+            client.get("/todos", headers=auth).status_code,
+            client.get("/users/me", headers=auth).status_code,
+            client.post("/auth/register", json={"username": "placeholder"}).status_code,
+            client.delete(todo, headers=auth).status_code,
+        ]
+        client.post("/auth/logout", headers=auth)
+        answers.append(client.get("/users/me", headers=auth).status_code)
+        assert answers == [200, 404, 422, 412, 200, 200, 422, 204, 401]
+        assert admission._value == 3
+        assert metrics.THREADS_IN_USE._value.get() == threads_in_use

@@ -6,6 +6,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -71,7 +72,7 @@ async def admit(admission: asyncio.Semaphore, timeout: float) -> bool:
     return True
 
 
-async def get_session_source(request: Request) -> AsyncIterator[SessionSource]:
+async def get_session_source(request: Request) -> SessionSource:
     """Admit the request to the database, then hand it the session source.
 
     At most WORKER_THREADS requests are admitted at once, as many as there are threads
@@ -80,16 +81,25 @@ async def get_session_source(request: Request) -> AsyncIterator[SessionSource]:
     waits for a connection. A burst queues here instead, in the event loop, for at most
     DB_POOL_TIMEOUT seconds (then 503). Async, since it does no I/O: a sync dependency
     would cost a threadpool hop.
+
+    The place is given back once the answer is sent, as a `yield` dependency's cleanup
+    would be, by a callback on the request's exit stack (FastAPI's, the one its `yield`
+    dependencies are left by): a plain call, where a `yield` dependency costs an async
+    context manager, a cancel scope and a shielded exit per request.
     """
     state = request.app.state
     if not await admit(state.admission, state.settings.db_pool_timeout):
         raise Unavailable(SERVER_BUSY)
     metrics.THREADS_IN_USE.inc()
-    try:
-        yield state.session_source
-    finally:
-        state.admission.release()
-        metrics.THREADS_IN_USE.dec()
+    stack: AsyncExitStack = request.scope["fastapi_inner_astack"]
+    stack.callback(_let_go, state.admission)
+    source: SessionSource = state.session_source
+    return source
+
+
+def _let_go(admission: asyncio.Semaphore) -> None:
+    admission.release()
+    metrics.THREADS_IN_USE.dec()
 
 
 SessionSourceDep = Annotated[SessionSource, Depends(get_session_source)]
