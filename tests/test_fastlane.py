@@ -6,10 +6,11 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import Field
 from sqlalchemy import literal_column, text
 
 from tests.conftest import (
@@ -22,6 +23,7 @@ from tests.conftest import (
 )
 from todoapp import fastlane, pages
 from todoapp.database import Database
+from todoapp.schemas import TodoOut
 
 
 @pytest.fixture
@@ -403,3 +405,22 @@ def test_the_lanes_next_cursor_continues_the_listing(
         cursor = page["next_cursor"]
     assert titles == [f"todo {n}" for n in range(25)]
     assert len(lane_calls) == 1  # cursor pages go to the app
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        Annotated[str, Field(max_length=5)],  # a constraint the database would not apply
+        Annotated[str, Field(alias="name")],  # written under another key
+    ],
+)
+def test_todo_json_sql_refuses_fields_pydantic_would_treat_otherwise(
+    monkeypatch: pytest.MonkeyPatch, field: Any
+) -> None:
+    class Changed(TodoOut):
+        title: field  # type: ignore[valid-type]
+
+    monkeypatch.setattr(pages, "TodoOut", Changed)
+    columns = {name: literal_column(name) for name in Changed.model_fields}
+    with pytest.raises(TypeError, match="cannot write title"):
+        pages.todo_json_sql(columns)

@@ -196,8 +196,9 @@ def test_admission_waits_at_most_its_timeout_for_a_place() -> None:
 
 def test_every_admitted_request_gives_its_place_back(app_factory: Any) -> None:
     # The place a request took at the database (deps.get_session_source) is given back
-    # once it is answered, however it ends: a success, a refusal after admission (404,
-    # 409, 412, 422 from the body, 401 for a token revoked meanwhile), or an error.
+    # once it is answered: a success, or a refusal after admission (404, 412, 422 from
+    # the body, 401 for a token revoked meanwhile). The places are a BoundedSemaphore,
+    # so a place given back twice would fail the request instead of passing unseen.
     app = app_factory(worker_threads=3, fast_lane_connections=0)
     with TestClient(app) as client:
         register(client, "placeholder")
@@ -224,4 +225,5 @@ def test_every_admitted_request_gives_its_place_back(app_factory: Any) -> None:
         answers.append(client.get("/users/me", headers=auth).status_code)
         assert answers == [200, 404, 422, 412, 200, 200, 422, 204, 401]
         assert admission._value == 3
+        assert isinstance(admission, asyncio.BoundedSemaphore)
         assert metrics.THREADS_IN_USE._value.get() == threads_in_use

@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio
@@ -468,3 +469,48 @@ def test_include_routes_is_include_router_matched_once() -> None:
             assert (answer.status_code, answer.json()) == (expected.status_code, expected.json())
             assert answer.headers.get("allow") == expected.headers.get("allow")
         assert quick.get("/items/3").json() == {"id": 3, "tenant": "overridden"}
+
+
+def test_an_override_that_makes_an_async_dependency_use_a_sync_one_is_served() -> None:
+    # Overriding an async dependency with a lambda (a plain def) below another async one
+    # is a shape the plan does not take: FastAPI's own solving serves it, never a 500.
+    async def leaf() -> str:
+        return "leaf"
+
+    async def middle(value: Annotated[str, Depends(leaf)]) -> str:
+        return f"middle:{value}"
+
+    router = APIRouter(route_class=OneHopRoute)
+
+    @router.get("/m")
+    def read(value: Annotated[str, Depends(middle)]) -> dict[str, str]:
+        return {"m": value}
+
+    app = FastAPI()
+    routing.include_routes(app, router)
+    with TestClient(app) as client:
+        assert client.get("/m").json() == {"m": "middle:leaf"}
+        app.dependency_overrides[leaf] = lambda: "fake"
+        assert client.get("/m").json() == {"m": "middle:fake"}
+        app.dependency_overrides[leaf] = lambda: "other"  # a new set, a new plan
+        assert client.get("/m").json() == {"m": "middle:other"}
+
+
+def test_include_routes_refuses_what_it_cannot_carry_over() -> None:
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        yield
+
+    with_lifespan = APIRouter(lifespan=lifespan)
+    with_lifespan.add_api_route("/x", lambda: None)
+    with pytest.raises(ValueError, match="lifespan"):
+        routing.include_routes(FastAPI(), with_lifespan)
+
+    streaming = APIRouter()
+
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+
+    streaming.add_api_route("/s", stream)
+    with pytest.raises(ValueError, match="streams"):
+        routing.include_routes(FastAPI(), streaming)

@@ -88,10 +88,10 @@ async def get_session_source(request: Request) -> SessionSource:
     context manager, a cancel scope and a shielded exit per request.
     """
     state = request.app.state
+    stack: AsyncExitStack = request.scope["fastapi_inner_astack"]  # before a place is taken
     if not await admit(state.admission, state.settings.db_pool_timeout):
         raise Unavailable(SERVER_BUSY)
     metrics.THREADS_IN_USE.inc()
-    stack: AsyncExitStack = request.scope["fastapi_inner_astack"]
     stack.callback(_let_go, state.admission)
     source: SessionSource = state.session_source
     return source

@@ -175,7 +175,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         # Our own access line replaces uvicorn's, which would also log query strings.
         logging.getLogger("uvicorn.access").disabled = True
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
-        app.state.admission = asyncio.Semaphore(settings.worker_threads)  # this loop's own
+        app.state.admission = asyncio.BoundedSemaphore(settings.worker_threads)  # this loop's own
         app.state.hashing = asyncio.Semaphore(settings.hashing_turns)
         try:
             problem = database.schema_problem()
@@ -237,7 +237,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     drain = app.state.drain = Drain(settings.drain_seconds)
     app.state.session_source = SessionSource(database)
     # Remade at start-up for the serving loop; see deps.get_session_source.
-    app.state.admission = asyncio.Semaphore(settings.worker_threads)
+    app.state.admission = asyncio.BoundedSemaphore(settings.worker_threads)
     app.state.hashing = asyncio.Semaphore(settings.hashing_turns)  # remade likewise
     app.state.login_throttle = LoginThrottle(
         make_failure_store(

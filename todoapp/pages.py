@@ -123,8 +123,17 @@ def todo_json_sql(columns: Any) -> ColumnElement[str]:
     writes it: compact, fields in the model's order, strings escaped alike, times as
     above. `columns` is a row source's `.c` holding the todo's columns. PostgreSQL
     only; tests/test_fastlane.py holds it to pydantic's own answer."""
+    decorators = TodoOut.__pydantic_decorators__
+    if (
+        TodoOut.model_computed_fields
+        or decorators.field_serializers
+        or decorators.model_serializers
+    ):
+        raise TypeError("todo_json_sql cannot write TodoOut's computed fields or serializers")
     parts: list[ColumnElement[str]] = []
     for index, (name, field) in enumerate(TodoOut.model_fields.items()):
+        if field.metadata or field.alias not in (None, name) or field.exclude:
+            raise TypeError(f"todo_json_sql cannot write {name}: it has constraints or an alias")
         parts.append(_sql_text(("{" if index == 0 else ",") + json.dumps(name) + ":"))
         parts.append(_value_json(columns[name], field.annotation))
     parts.append(_sql_text("}"))

@@ -84,7 +84,12 @@ from fastapi.dependencies.utils import (
 )
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
-from fastapi.routing import APIRoute, _effective_route_context_var, _extract_endpoint_context
+from fastapi.routing import (
+    APIRoute,
+    _DefaultLifespan,
+    _effective_route_context_var,
+    _extract_endpoint_context,
+)
 from fastapi.security import SecurityScopes
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.background import BackgroundTasks
@@ -181,6 +186,10 @@ def _plan(
         inner = _plan(sub, owner, top=False, overrides=overrides)
         kind = _kind(call)
         sync = kind in (_SYNC, _SYNC_GEN)
+        if not sync and inner.deferred and overrides:
+            # An override (a lambda, say) made a sync dependency of an async one's:
+            # FastAPI's own solving serves that, as it serves it without this route.
+            raise Unplannable("an async dependency on an overriding sync one")
         if not sync and inner.deferred:
             raise TypeError(
                 f"{owner}: async dependency {getattr(call, '__name__', call)} uses a plain "
@@ -482,18 +491,17 @@ class OneHopRoute(APIRoute):
         if declared is fastapi_way:
             return fastapi_way
         provider = route.dependency_overrides_provider
-        # The plans made for sets of overrides, by the set (a few at most: a test's).
-        overridden: dict[tuple[tuple[Any, Any], ...], Callable[[Request], Any]] = {}
+        # The plans made for sets of overrides (a few at most: a test's), by the identity
+        # of each dependency and its override; a kept plan holds its overrides, so no
+        # other object can take their ids while it is kept.
+        overridden: dict[tuple[tuple[int, int], ...], Callable[[Request], Any]] = {}
 
         async def handler(request: Request) -> Any:
             overrides = None if provider is None else provider.dependency_overrides
             if not overrides:
                 return await declared(request)
-            key = tuple(overrides.items())
-            try:
-                handler = overridden.get(key)
-            except TypeError:  # an override that cannot be a key: planned afresh
-                return await handler_for(overrides)(request)
+            key = tuple((id(original), id(override)) for original, override in overrides.items())
+            handler = overridden.get(key)
             if handler is None:
                 if len(overridden) >= _OVERRIDE_PLANS:
                     overridden.clear()
@@ -646,12 +654,23 @@ def include_routes(app: FastAPI, router: APIRouter) -> None:
     again with everything it was declared with (the router's prefix, tags and
     dependencies are already in it), so the OpenAPI document, the answers and
     `app.dependency_overrides` stay as with include_router (tests/test_routing.py).
+    The routes are those the router has now (include_router would also see routes
+    added later); what it cannot carry over (a lifespan or event handlers of the
+    router's own, frontend routes, streaming routes) is refused.
     """
-    if router.on_startup or router.on_shutdown:
-        raise ValueError("include_routes: the router has event handlers; use include_router")
+    own_lifespan = not isinstance(router.lifespan_context, _DefaultLifespan)
+    if router.on_startup or router.on_shutdown or own_lifespan or router._low_priority_routes:
+        raise ValueError(
+            "include_routes: the router has event handlers, a lifespan or frontend "
+            "routes of its own; use app.include_router"
+        )
     for route in router.routes:
         if not isinstance(route, APIRoute):
             raise ValueError(f"include_routes: {route!r} is not an APIRoute")
+        if _is_gen_callable(route.endpoint) or _is_async_gen_callable(route.endpoint):
+            # Its streamed items' type comes from the return annotation, which a
+            # route declared again with response_model=None would not read.
+            raise ValueError(f"include_routes: {route.path} streams; use app.include_router")
         app.router.add_api_route(
             route.path,
             route.endpoint,
