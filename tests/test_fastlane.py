@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import Field
-from sqlalchemy import literal_column, text
+from pydantic import Field, computed_field
+from sqlalchemy import text
 
 from tests.conftest import (
     PASSWORD,
@@ -321,11 +321,12 @@ AWKWARD = 'say "hi" \\ back\b\t\n\f\r\x01\x1f\x7f é€😀\u2028 </script>'
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_todos_written_by_postgresql_are_what_pydantic_writes(
+def test_the_lanes_rows_are_written_as_the_route_writes_them(
     real_client: TestClient, headers: dict[str, str], lane_calls: list[Any], backend: Backend
 ) -> None:
-    # The lane has PostgreSQL write each todo's JSON (pages.todo_json_sql): the same
-    # bytes as the route's, for awkward text and for every shape of timestamp.
+    # The lane writes its rows without validating them into TodoOut first
+    # (pages.page_json_of_rows): the same bytes as the route's, for awkward text, both
+    # booleans and every shape of timestamp.
     stamps = [
         datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # no fraction
         datetime(2026, 1, 2, 3, 4, 5, 466500, tzinfo=UTC),  # trailing zeros kept
@@ -365,16 +366,6 @@ def test_todos_written_by_postgresql_are_what_pydantic_writes(
     assert [item["complete"] for item in items[:5]] == [True, False, True, False, True]
 
 
-def test_todo_json_sql_refuses_a_field_it_cannot_write() -> None:
-    # A new kind of field in TodoOut must fail when the lane's statement is built, not
-    # write something pydantic would not.
-    column = literal_column("x")
-    with pytest.raises(TypeError, match="cannot write"):
-        pages._value_json(column, float)
-    with pytest.raises(TypeError, match="cannot write"):
-        pages._value_json(column, str | None)
-
-
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_with_no_fast_lane_connections_the_lane_reads_in_a_thread(
     app_factory: AppFactory, lane_calls: list[Any], no_thread_reads: list[Any]
@@ -410,17 +401,26 @@ def test_the_lanes_next_cursor_continues_the_listing(
 @pytest.mark.parametrize(
     "field",
     [
-        Annotated[str, Field(max_length=5)],  # a constraint the database would not apply
         Annotated[str, Field(alias="name")],  # written under another key
+        Annotated[str, Field(serialization_alias="name")],
+        Annotated[str, Field(exclude=True)],  # not written at all
     ],
 )
-def test_todo_json_sql_refuses_fields_pydantic_would_treat_otherwise(
-    monkeypatch: pytest.MonkeyPatch, field: Any
-) -> None:
+def test_the_lane_refuses_a_todo_model_pydantic_would_write_otherwise(field: Any) -> None:
+    # pages.page_json_of_rows writes the lane's values as they are: a TodoOut that
+    # pydantic would write otherwise must fail when the app is imported.
     class Changed(TodoOut):
         title: field  # type: ignore[valid-type]
 
-    monkeypatch.setattr(pages, "TodoOut", Changed)
-    columns = {name: literal_column(name) for name in Changed.model_fields}
-    with pytest.raises(TypeError, match="cannot write title"):
-        pages.todo_json_sql(columns)
+    with pytest.raises(TypeError, match="title"):
+        pages._written_as_is(Changed)
+
+    class Computed(TodoOut):
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def shout(self) -> str:
+            return self.title.upper()
+
+    with pytest.raises(TypeError, match="computed"):
+        pages._written_as_is(Computed)
+    assert pages._written_as_is(TodoOut) is TodoOut

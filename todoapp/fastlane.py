@@ -21,14 +21,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from todoapp import metrics, security
 from todoapp.config import Settings
 from todoapp.database import Database
 from todoapp.deps import MAX_ID, admit
-from todoapp.pages import page_json_around, todo_json_sql, todo_page_json
+from todoapp.pages import TODO_FIELDS, page_json, page_json_of_rows, todo_page_json
 from todoapp.pg_async import AsyncReader, PreparedStatement, ReadFailed, reader_for
 from todoapp.services.paging import Window
 from todoapp.services.todos import TodoQuery, cursor_after, first_page_with_token_check
@@ -159,14 +158,18 @@ class OnLoopReads:
     """The fast lane's page on PostgreSQL: one statement, awaited on the event loop.
 
     The token check, the page and its total come in one round trip (see
-    services.todos.first_page_with_token_check), on a connection of an AsyncReader,
-    with each todo already written as JSON by PostgreSQL (pages.todo_json_sql): rows
-    of (id, its JSON, the total), which the lane only puts together.
+    services.todos.first_page_with_token_check), on a connection of an AsyncReader.
     """
 
-    def __init__(self, reader: AsyncReader, statement: PreparedStatement) -> None:
+    def __init__(
+        self, reader: AsyncReader, statement: PreparedStatement, columns: list[str]
+    ) -> None:
         self.reader = reader
         self.statement = statement
+        # The statement's columns are TodoOut's fields, in its order, then the total.
+        if tuple(columns[: len(TODO_FIELDS)]) != TODO_FIELDS:
+            raise TypeError(f"the lane's columns {columns} are not TodoOut's {TODO_FIELDS}")
+        self.fields = TODO_FIELDS
         self._warned_at: float | None = None
 
     async def page(self, claims: security.TokenClaims, limit: int, offset: int) -> bytes | None:
@@ -188,13 +191,13 @@ class OnLoopReads:
             if offset:
                 metrics.FAST_LANE_HANDOVERS.labels("past_end").inc()
                 return None  # past the end: the app counts the total
-            return page_json_around((), 0, limit, offset, None)
+            return page_json([], 0, limit, offset, None)
+        fields = self.fields
+        items = [dict(zip(fields, row, strict=False)) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
-            last = {"id": rows[limit - 1][0]}  # the page's last row: its sort key
-            next_cursor = cursor_after(TodoQuery(owner_id=claims.user_id), last)
-        items = [row[1] for row in rows[:limit]]
-        return page_json_around(items, rows[0][2], limit, offset, next_cursor)
+            next_cursor = cursor_after(TodoQuery(owner_id=claims.user_id), items[-1])
+        return page_json_of_rows(items, rows[0][-1], limit, offset, next_cursor)
 
     def _warn(self, exc: ReadFailed) -> None:
         # Such requests are still answered (by the app), at twice the database work:
@@ -213,8 +216,7 @@ def on_loop_reads(database: Database, settings: Settings) -> OnLoopReads | None:
     engine = database.engine
     if engine.dialect.name != "postgresql" or settings.fast_lane_connections == 0:
         return None
-    rows = first_page_with_token_check().subquery("page_rows")
-    statement = select(rows.c.id, todo_json_sql(rows.c), rows.c.total).order_by(rows.c.id)
+    statement = first_page_with_token_check()
     first_page = PreparedStatement(
         "todoapp_first_page", str(statement.compile(dialect=engine.dialect))
     )
@@ -225,4 +227,4 @@ def on_loop_reads(database: Database, settings: Settings) -> OnLoopReads | None:
         prepared=(first_page,),
         pooler=settings.db_pooler == "transaction",
     )
-    return OnLoopReads(reader, first_page)
+    return OnLoopReads(reader, first_page, [column.name for column in statement.selected_columns])

