@@ -169,7 +169,6 @@ class OnLoopReads:
         # The statement's columns are TodoOut's fields, in its order, then the total.
         if tuple(columns[: len(TODO_FIELDS)]) != TODO_FIELDS:
             raise TypeError(f"the lane's columns {columns} are not TodoOut's {TODO_FIELDS}")
-        self.fields = TODO_FIELDS
         self._warned_at: float | None = None
 
     async def page(self, claims: security.TokenClaims, limit: int, offset: int) -> bytes | None:
@@ -192,8 +191,7 @@ class OnLoopReads:
                 metrics.FAST_LANE_HANDOVERS.labels("past_end").inc()
                 return None  # past the end: the app counts the total
             return page_json([], 0, limit, offset, None)
-        fields = self.fields
-        items = [dict(zip(fields, row, strict=False)) for row in rows[:limit]]
+        items = [dict(zip(TODO_FIELDS, row, strict=False)) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             next_cursor = cursor_after(TodoQuery(owner_id=claims.user_id), items[-1])
