@@ -194,6 +194,25 @@ def test_overrides_are_honoured_by_the_plan(monkeypatch: pytest.MonkeyPatch) -> 
     assert hops == ["read_thing"] * 4
 
 
+def test_many_sets_of_overrides_in_turn_are_each_followed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # More sets of overrides than a route keeps plans for (routing._OVERRIDE_PLANS):
+    # each request follows the set of its moment, and with none the declared plan again.
+    journal = Journal()
+    app = build(journal)
+    hops = count_hops(monkeypatch)
+    sets = routing._OVERRIDE_PLANS * 2
+    with TestClient(app) as client:
+        for n in range(sets):
+            app.dependency_overrides[app.state.resource] = lambda n=n: f"fake {n}"
+            assert client.get("/thing/3").json()["resource"] == f"fake {n}"
+        app.dependency_overrides.clear()
+        assert client.get("/thing/3").json()["resource"] == "resource"
+    assert journal.names.count("resource opened") == 1
+    assert hops == ["read_thing"] * (sets + 1)
+
+
 def test_an_async_dependency_on_a_sync_one_is_refused_when_declared() -> None:
     def sync_part() -> int:
         return 1

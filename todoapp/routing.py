@@ -35,10 +35,12 @@ Rules it adds (checked when a route is declared, so a mistake fails at import):
   parameters, dependencies with a concurrency limit, an async route with a sync
   dependency.
 
-`app.dependency_overrides` works as FastAPI documents: while it holds anything, each
-route follows a plan made from the overridden tree (built as FastAPI builds it per
-request, and kept for as long as the same overrides are set), with the original
-dependency's cache key, so what is shared within a request stays shared.
+`app.dependency_overrides` works as FastAPI documents, through the same code as every
+request: each request follows the plan made for the overrides set at that moment (none,
+in production: the plan made when the route was declared). A plan for a set of
+overrides is made from the overridden tree, built as FastAPI builds it per request,
+with the original dependency's cache key (so what is shared within a request stays
+shared), and kept for as long as the same overrides are set.
 """
 
 import asyncio
@@ -117,6 +119,11 @@ class Unplannable(Exception):
     """The route has something the plan does not cover: FastAPI serves it its own way."""
 
 
+class AsyncUsesSync(Unplannable):
+    """An async dependency uses a plain `def` one: a mistake where a route declares it
+    (TypeError at import), FastAPI's way where an override makes it (a lambda, say)."""
+
+
 def _kind(call: Callable[..., Any]) -> str:
     if _is_async_gen_callable(call):
         return _ASYNC_GEN
@@ -158,27 +165,30 @@ class _Plan:
     empty: bool  # nothing to solve: no steps, parameters, body or special arguments
 
 
-def _plan(
-    dependant: Dependant, owner: str, *, top: bool, overrides: Mapping[Any, Any] | None = None
-) -> _Plan:
+def _plan(dependant: Dependant, owner: str, *, top: bool, overrides: Mapping[Any, Any]) -> _Plan:
     if dependant.websocket_param_name is not None:
         raise Unplannable("websocket")
     steps: list[_Step] = []
     deferred = False
     for index, original in enumerate(dependant.dependencies):
-        sub = original
-        if overrides:
-            # As FastAPI's solve_dependencies does with overrides set: the dependency
-            # rebuilt from its override (or from itself), keeping its name and scopes.
-            assert original.path is not None
-            sub = get_dependant(
+        assert original.path is not None
+        assert original.call is not None
+        replacement = overrides.get(original.call, original.call)
+        # As FastAPI's solve_dependencies does: an overridden dependency rebuilt from its
+        # override, keeping its name and scopes (what it uses is planned below, with
+        # the same overrides).
+        sub = (
+            original
+            if replacement is original.call
+            else get_dependant(
                 path=original.path,
-                call=overrides.get(original.call, original.call),
+                call=replacement,
                 name=original.name,
                 parent_oauth_scopes=_get_oauth_scopes(dependant=original),
                 scope=original.scope,
                 concurrency=original.concurrency,
             )
+        )
         call = sub.call
         assert call is not None
         if sub.concurrency is not None:
@@ -186,12 +196,8 @@ def _plan(
         inner = _plan(sub, owner, top=False, overrides=overrides)
         kind = _kind(call)
         sync = kind in (_SYNC, _SYNC_GEN)
-        if not sync and inner.deferred and overrides:
-            # An override (a lambda, say) made a sync dependency of an async one's:
-            # FastAPI's own solving serves that, as it serves it without this route.
-            raise Unplannable("an async dependency on an overriding sync one")
         if not sync and inner.deferred:
-            raise TypeError(
+            raise AsyncUsesSync(
                 f"{owner}: async dependency {getattr(call, '__name__', call)} uses a plain "
                 "def dependency; make it a plain def too (see todoapp/routing.py)"
             )
@@ -476,41 +482,45 @@ class OneHopRoute(APIRoute):
         assert endpoint is not None
         owner = f"{sorted(route.methods)} {route.path}"
 
-        def handler_for(overrides: Mapping[Any, Any] | None) -> Callable[[Request], Any]:
+        def handler_for(overrides: Mapping[Any, Any]) -> Callable[[Request], Any]:
             try:
                 if _is_gen_callable(endpoint) or _is_async_gen_callable(endpoint):
                     raise Unplannable("a streaming route")
                 plan = _plan(route.dependant, owner, top=True, overrides=overrides)
                 if _is_coroutine_callable(endpoint) and plan.deferred:
                     raise Unplannable("an async route with a sync dependency")
+            except AsyncUsesSync as mistake:
+                if not overrides:  # declared so: a mistake, said at import
+                    raise TypeError(str(mistake)) from None
+                return fastapi_way
             except Unplannable:
                 return fastapi_way
             return _planned_handler(route, endpoint, plan)
 
-        declared = handler_for(None)
+        declared = handler_for(_NO_OVERRIDES)
         if declared is fastapi_way:
             return fastapi_way
         provider = route.dependency_overrides_provider
-        # The plans made for sets of overrides (a few at most: a test's), by the identity
-        # of each dependency and its override; a kept plan holds its overrides, so no
-        # other object can take their ids while it is kept.
-        overridden: dict[tuple[tuple[int, int], ...], Callable[[Request], Any]] = {}
+        # The handler for each set of overrides seen, by the identity of each dependency
+        # and its override; the empty set's is the declared one. A kept handler's plan
+        # holds its overrides, so no other object can take their ids while it is kept.
+        handlers: dict[tuple[tuple[int, int], ...], Callable[[Request], Any]] = {(): declared}
 
         async def handler(request: Request) -> Any:
-            overrides = None if provider is None else provider.dependency_overrides
-            if not overrides:
-                return await declared(request)
+            overrides = _NO_OVERRIDES if provider is None else provider.dependency_overrides
             key = tuple((id(original), id(override)) for original, override in overrides.items())
-            handler = overridden.get(key)
+            handler = handlers.get(key)
             if handler is None:
-                if len(overridden) >= _OVERRIDE_PLANS:
-                    overridden.clear()
-                handler = overridden[key] = handler_for(overrides)
+                if len(handlers) > _OVERRIDE_PLANS:
+                    handlers.clear()
+                    handlers[()] = declared
+                handler = handlers[key] = handler_for(overrides)
             return await handler(request)
 
         return handler
 
 
+_NO_OVERRIDES: Mapping[Any, Any] = {}
 _OVERRIDE_PLANS = 16  # plans kept per route for sets of overrides
 
 
