@@ -533,3 +533,59 @@ def test_include_routes_refuses_what_it_cannot_carry_over() -> None:
     streaming.add_api_route("/s", stream)
     with pytest.raises(ValueError, match="streams"):
         routing.include_routes(FastAPI(), streaming)
+
+
+def test_the_apps_statements_are_built_once(
+    client: TestClient, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue #17: statements built once. The second time a request of each shape is
+    # served, no SQL statement is built again: SQLAlchemy works out a statement's cache
+    # key once per statement object, so a key worked out means a statement built anew.
+    from sqlalchemy.sql.cache_key import HasCacheKey
+
+    alice = make_account(client, "alice")
+    made = client.post("/todos", json={"title": "kept", "priority": 1}, headers=alice.headers)
+    kept = made.json()["id"]
+    cursor = client.get("/admin/users?limit=1", headers=admin.headers).json()["next_cursor"]
+
+    def requests() -> list[tuple[str, str, Any, dict[str, str]]]:
+        fresh = client.post("/todos", json={"title": "gone", "priority": 1}, headers=alice.headers).json()["id"]
+        return [
+            ("GET", "/todos?limit=5", None, alice.headers),
+            ("GET", "/todos?complete=false&sort=-priority", None, alice.headers),
+            ("GET", f"/todos/{kept}", None, alice.headers),
+            ("POST", "/todos", {"title": "new", "description": "d", "priority": 2}, alice.headers),
+            ("PATCH", f"/todos/{kept}", {"priority": 4}, alice.headers),
+            ("PATCH", f"/todos/{kept}", {"title": "t", "complete": True}, alice.headers),
+            ("PATCH", f"/todos/{kept}", {}, {**alice.headers, "If-Match": "*"}),
+            (
+                "PUT",
+                f"/todos/{kept}",
+                {"title": "t", "description": "", "priority": 2, "complete": False},
+                alice.headers,
+            ),
+            ("DELETE", f"/todos/{fresh}", None, alice.headers),
+            ("GET", "/users/me", None, alice.headers),
+            ("GET", "/admin/users?limit=5", None, admin.headers),
+            ("GET", "/admin/users?role=user&is_active=true&q=ali", None, admin.headers),
+            ("GET", f"/admin/users?limit=1&cursor={cursor}", None, admin.headers),
+            ("GET", "/admin/todos?limit=5", None, admin.headers),
+        ]
+
+    keys: list[str] = []
+    real = HasCacheKey._generate_cache_key
+
+    def counted(self: Any) -> Any:
+        keys.append(type(self).__name__)
+        return real(self)
+
+    monkeypatch.setattr(HasCacheKey, "_generate_cache_key", counted)
+    built: dict[str, list[str]] = {}
+    for round_ in (1, 2):
+        for method, path, body, headers in requests():
+            keys.clear()
+            response = client.request(method, path, json=body, headers=headers)
+            assert response.status_code in (200, 201, 204), (method, path, response.text)
+            if round_ == 2 and keys:
+                built[f"{method} {path}"] = list(keys)
+    assert built == {}

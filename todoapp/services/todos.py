@@ -18,7 +18,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal,
     literal_column,
     or_,
     select,
@@ -292,21 +291,37 @@ _READ_OWN = (
 def create_todo(db: Connection, fields: dict[str, Any], *, caller: Caller) -> Row[*tuple[Any, ...]]:
     """A new todo of the caller's, inserted by the statement that checks the caller: one
     statement, so run it with Database.write_one (committed as it runs)."""
-    # Core's INSERT ... SELECT on the table (the ORM's insert(Todo) inserts rows it holds).
-    table = cast(Table, Todo.__table__)
-    names = list(fields)
-    values = [literal(fields[name], table.c[name].type) for name in names]
-    checked_owner = select(User.id, *values).where(*users.caller_conditions(caller.verified_only))
-    row = db.execute(
-        insert(table)
-        .from_select(["owner_id", *names], checked_owner)
-        .returning(*_COLUMNS, Todo.version),
-        caller.params(),
-    ).first()
+    statement = _insert_checked(tuple(fields), caller.verified_only)
+    row = db.execute(statement, {**caller.params(), **_values(fields)}).first()
     if row is None:
         users.refuse_caller(db, caller)
     assert row is not None
     return row
+
+
+def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A todo's new values, as the write statements below bind them."""
+    return {f"new_{name}": value for name, value in fields.items()}
+
+
+def _new_value(name: str) -> BindParameter[Any]:
+    column = cast(Table, Todo.__table__).c[name]
+    return bindparam(f"new_{name}", type_=column.type)
+
+
+@lru_cache(maxsize=64)
+def _insert_checked(names: tuple[str, ...], verified_only: bool) -> Any:
+    """INSERT ... SELECT of the new todo's values, from the caller's user when the token
+    holds; built once per set of fields (its values are bound)."""
+    # Core's INSERT ... SELECT on the table (the ORM's insert(Todo) inserts rows it holds).
+    table = cast(Table, Todo.__table__)
+    values = [_new_value(name) for name in names]
+    checked_owner = select(User.id, *values).where(*users.caller_conditions(verified_only))
+    return (
+        insert(table)
+        .from_select(["owner_id", *names], checked_owner)
+        .returning(*_COLUMNS, Todo.version)
+    )
 
 
 def _refuse(db: Session | Connection, todo_id: int, owner_id: int | None) -> NoReturn:
@@ -341,22 +356,54 @@ def update_todo(
     writers that read the same version cannot both write, since the second one's
     UPDATE waits for the first one's row lock and then finds the new version.
     """
-    where = [Todo.id == todo_id, Todo.owner_id == bindparam("user_id"), users.caller_holds(caller)]
+    statement = _update_checked(
+        tuple(changes), caller.verified_only, _version_count(expected_versions)
+    )
+    params = {**caller.params(), **_values(changes), "todo_id": todo_id}
     if expected_versions is not None:
-        where.append(Todo.version.in_(expected_versions))
-    if not changes:  # nothing to write; the precondition still applies
-        statement: Any = select(*_COLUMNS, Todo.version).where(*where)
-    else:
-        statement = (
-            update(Todo)
-            .where(*where)
-            .values(**changes, updated_at=utcnow(), version=Todo.version + 1)
-            .returning(*_COLUMNS, Todo.version)
-        )
-    row = db.execute(statement, caller.params()).first()
+        params["versions"] = list(expected_versions)
+    row = db.execute(statement, params).first()
     if row is None:
         _refuse_caller(db, todo_id, caller)
     return row
+
+
+def _version_count(expected_versions: Collection[int] | None) -> int | None:
+    return None if expected_versions is None else len(expected_versions)
+
+
+def _own_todo(verified_only: bool, versions: int | None) -> list[ColumnElement[bool]]:
+    """The caller's todo (bound: todo_id, the token's parameters), at one of `versions`
+    versions (bound: versions, a list) unless None."""
+    where = [
+        Todo.id == bindparam("todo_id"),
+        Todo.owner_id == bindparam("user_id"),
+        users.caller_holds(verified_only),
+    ]
+    if versions is not None:
+        where.append(Todo.version.in_(bindparam("versions", expanding=True)))
+    return where
+
+
+@lru_cache(maxsize=128)
+def _update_checked(names: tuple[str, ...], verified_only: bool, versions: int | None) -> Any:
+    """The UPDATE of the caller's todo that sets `names` (bound), built once per shape;
+    with no names, the SELECT that reads it under the same conditions."""
+    where = _own_todo(verified_only, versions)
+    if not names:  # nothing to write; the precondition still applies
+        return select(*_COLUMNS, Todo.version).where(*where)
+    return (
+        update(Todo)
+        .where(*where)
+        .values(
+            {
+                **{name: _new_value(name) for name in names},
+                "updated_at": utcnow(),
+                "version": Todo.version + 1,
+            }
+        )
+        .returning(*_COLUMNS, Todo.version)
+    )
 
 
 def delete_own_todo(
@@ -368,13 +415,17 @@ def delete_own_todo(
 ) -> None:
     """Delete the caller's todo, checking the caller in the same statement (one
     statement: run it with Database.write_one)."""
-    query = delete(Todo).where(
-        Todo.id == todo_id, Todo.owner_id == bindparam("user_id"), users.caller_holds(caller)
-    )
+    statement = _delete_checked(caller.verified_only, _version_count(expected_versions))
+    params = {**caller.params(), "todo_id": todo_id}
     if expected_versions is not None:
-        query = query.where(Todo.version.in_(expected_versions))
-    if db.execute(query, caller.params()).rowcount == 0:
+        params["versions"] = list(expected_versions)
+    if db.execute(statement, params).rowcount == 0:
         _refuse_caller(db, todo_id, caller)
+
+
+@lru_cache(maxsize=8)
+def _delete_checked(verified_only: bool, versions: int | None) -> Any:
+    return delete(Todo).where(*_own_todo(verified_only, versions))
 
 
 def delete_todo(db: Session, todo_id: int) -> None:

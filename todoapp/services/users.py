@@ -10,6 +10,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
+    Select,
     and_,
     bindparam,
     delete,
@@ -22,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from todoapp import security
 from todoapp.errors import (
@@ -219,13 +221,9 @@ def caller_conditions(verified_only: bool) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def caller_holds(caller: Caller) -> ColumnElement[bool]:
-    """EXISTS (caller_conditions), for a statement on other tables."""
-    return _caller_holds(caller.verified_only)
-
-
 @lru_cache(maxsize=2)
-def _caller_holds(verified_only: bool) -> ColumnElement[bool]:
+def caller_holds(verified_only: bool) -> ColumnElement[bool]:
+    """EXISTS (caller_conditions), for a statement on other tables."""
     return exists(select(User.id).where(*caller_conditions(verified_only)))
 
 
@@ -449,14 +447,14 @@ class UserQuery:
         return ("users", self.role, self.is_active, self.q or None)
 
 
-def _user_filters(query: UserQuery) -> list[Any]:
+def _user_filters(role: bool, is_active: bool, search: bool) -> list[Any]:
     conditions: list[Any] = []
-    if query.role is not None:
-        conditions.append(User.role == query.role)
-    if query.is_active is not None:
-        conditions.append(User.is_active.is_(query.is_active))
-    if query.q:
-        pattern = like_pattern(query.q)
+    if role:
+        conditions.append(User.role == bindparam("role"))
+    if is_active:
+        conditions.append(User.is_active == bindparam("is_active"))
+    if search:
+        pattern: BindParameter[str] = bindparam("pattern")
         conditions.append(
             or_(
                 *(
@@ -468,22 +466,45 @@ def _user_filters(query: UserQuery) -> list[Any]:
     return conditions
 
 
+@lru_cache(maxsize=16)
+def _user_statements(
+    role: bool, is_active: bool, search: bool, after_cursor: bool
+) -> tuple[Select[*tuple[Any, ...]], Select[int]]:
+    """The page and count statements for one shape of user listing, built once (values
+    are bound: limit, offset, after_id and the filters')."""
+    conditions = _user_filters(role, is_active, search)
+    page = select(*_USER_COLUMNS).where(*conditions)
+    if after_cursor:
+        page = page.where(User.id > bindparam("after_id"))
+    page = page.order_by(User.id).limit(bindparam("limit")).offset(bindparam("offset"))
+    return page, select(func.count()).select_from(User).where(*conditions)
+
+
 def list_users(
     db: Session | Connection, query: UserQuery, window: Window
 ) -> Found[Row[*tuple[Any, ...]]]:
     """A page of users (their shown columns) in id order; a cursor page continues after
     the cursor's id."""
-    conditions = _user_filters(query)
-    page = select(*_USER_COLUMNS).where(*conditions)
+    page, count = _user_statements(
+        query.role is not None,
+        query.is_active is not None,
+        bool(query.q),
+        window.cursor is not None,
+    )
+    params: dict[str, Any] = {
+        "role": query.role,
+        "is_active": query.is_active,
+        "pattern": like_pattern(query.q) if query.q else None,
+    }
+    page_params = {**params, "limit": window.limit + 1, "offset": window.offset}
     if window.cursor is not None:
-        (after_id,) = read_cursor(window.cursor, query.listing(), 1)
-        page = page.where(User.id > after_id)
-    rows = db.execute(page.order_by(User.id).limit(window.limit + 1).offset(window.offset)).all()
+        (page_params["after_id"],) = read_cursor(window.cursor, query.listing(), 1)
+    rows = db.execute(page, page_params).all()
     return found(
         rows,
         window,
         lambda user: make_cursor(query.listing(), [user.id]),
-        lambda: db.scalar(select(func.count()).select_from(User).where(*conditions)) or 0,
+        lambda: int(db.execute(count, params).scalar_one()),
     )
 
 
