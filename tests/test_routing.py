@@ -397,6 +397,58 @@ def test_a_cancelled_request_waits_for_its_thread_before_letting_go() -> None:
     assert waited >= 0.3
 
 
+def test_the_worker_pool_runs_no_more_threads_than_its_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Six jobs at once on a pool of two: every job's answer or error reaches its own
+    # request, with its context variables, on two threads, reused for later jobs.
+    import contextvars
+
+    monkeypatch.setattr(routing, "_threads", routing._Workers(2))
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who")
+    threads: set[str] = set()
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def job(n: int) -> str:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            threads.add(threading.current_thread().name)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        if n == 3:
+            raise ValueError("three")
+        return f"{who.get()} {n}"
+
+    async def one(n: int) -> str:
+        who.set(f"request {n}")
+        try:
+            return str(await routing._in_a_thread(job, n))
+        except ValueError as error:
+            return f"raised {error}"
+
+    async def scenario() -> list[str]:
+        first = await asyncio.gather(*(one(n) for n in range(6)))
+        return [*first, await one(7)]
+
+    answers = asyncio.run(scenario())
+    assert answers == [
+        "request 0 0",
+        "request 1 1",
+        "request 2 2",
+        "raised three",
+        "request 4 4",
+        "request 5 5",
+        "request 7 7",
+    ]
+    assert most == 2
+    assert threads == {"route-1", "route-2"}
+
+
 @pytest.mark.parametrize("route_class", [APIRoute, OneHopRoute])
 def test_async_yield_dependencies_may_hold_cancel_scopes_and_task_groups(
     route_class: type[APIRoute],
@@ -549,7 +601,8 @@ def test_the_apps_statements_are_built_once(
     cursor = client.get("/admin/users?limit=1", headers=admin.headers).json()["next_cursor"]
 
     def requests() -> list[tuple[str, str, Any, dict[str, str]]]:
-        fresh = client.post("/todos", json={"title": "gone", "priority": 1}, headers=alice.headers).json()["id"]
+        gone = {"title": "gone", "priority": 1}
+        fresh = client.post("/todos", json=gone, headers=alice.headers).json()["id"]
         return [
             ("GET", "/todos?limit=5", None, alice.headers),
             ("GET", "/todos?complete=false&sort=-priority", None, alice.headers),

@@ -46,15 +46,16 @@ shared), and kept for as long as the same overrides are set.
 import asyncio
 import email.message
 import json
+import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import (
     AsyncExitStack,
     ExitStack,
     contextmanager,
+    suppress,
 )
-from contextvars import copy_context
+from contextvars import Context, copy_context
 from dataclasses import dataclass
 from typing import Any
 
@@ -407,20 +408,81 @@ def _run(endpoint: Callable[..., Any], parameters: frozenset[str], values: dict[
         return endpoint(**{name: resolved[name] for name in parameters})
 
 
-# The threads that run planned routes' sync work: a plain executor, whose hop (a queue
-# and a wake-up) costs about half of anyio's (a capacity limiter, cancel scopes, run
-# variables); as many threads as anyio's pool has tokens (WORKER_THREADS: see main.py).
-_threads: ThreadPoolExecutor | None = None
+# The threads that run planned routes' sync work. A hop is a job on a queue and, when it
+# is done, one call_soon_threadsafe that settles the request's future on the loop: no
+# concurrent.futures.Future (a Condition) chained to an asyncio one, no shield. That is
+# about half of a ThreadPoolExecutor's hop, itself about half of anyio's (a capacity
+# limiter, cancel scopes, run variables). As many threads as anyio's pool has tokens
+# (WORKER_THREADS: see main.py), started as they are first needed.
+@dataclass(slots=True)
+class _Job:
+    loop: asyncio.AbstractEventLoop
+    future: "asyncio.Future[Any]"
+    work: Callable[..., Any]
+    arguments: tuple[Any, ...]
+    finished: bool = False  # the thread is done with it (set on the loop)
+    waiter: "asyncio.Future[None] | None" = None  # a cancelled request waiting for that
+
+
+class _Workers:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.jobs: queue.SimpleQueue[tuple[_Job, Context]] = queue.SimpleQueue()
+        self.threads = 0
+        self.idle = threading.Semaphore(0)  # a token per thread waiting for a job
+        self.lock = threading.Lock()
+
+    def submit(self, job: _Job) -> None:
+        self.jobs.put((job, copy_context()))
+        # A waiting thread takes it; else one more thread, up to the pool's size.
+        if self.idle.acquire(blocking=False):
+            return
+        with self.lock:
+            if self.threads < self.size:
+                self.threads += 1
+                name = f"route-{self.threads}"
+                threading.Thread(target=self.serve, name=name, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            job, context = self.jobs.get()
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = context.run(job.work, *job.arguments)
+            except BaseException as raised:  # handed to the request, raised there
+                error = raised
+            with suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+                job.loop.call_soon_threadsafe(_settle, job, result, error)
+            del job, context, result, error  # nothing kept alive while waiting
+            self.idle.release()
+
+
+def _settle(job: _Job, result: Any, error: BaseException | None) -> None:
+    """On the loop: the thread is done with the job; its request gets what it made."""
+    job.finished = True
+    if job.waiter is not None and not job.waiter.done():
+        job.waiter.set_result(None)
+    if job.future.done():  # the request was cancelled meanwhile
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(result)
+
+
+_threads: _Workers | None = None
 _threads_lock = threading.Lock()
 
 
-def _worker_threads() -> ThreadPoolExecutor:
+def _worker_threads() -> _Workers:
     global _threads
     if _threads is None:
         with _threads_lock:
             if _threads is None:
-                size = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
-                _threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="route")
+                _threads = _Workers(
+                    int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+                )
     return _threads
 
 
@@ -432,14 +494,19 @@ async def _in_a_thread(work: Callable[..., Any], *arguments: Any) -> Any:
     connection, the request's place at the database) is let go only once it is done,
     as anyio's run_sync does.
     """
-    done = asyncio.wrap_future(_worker_threads().submit(copy_context().run, work, *arguments))
+    loop = asyncio.get_running_loop()
+    job = _Job(loop, loop.create_future(), work, arguments)
+    _worker_threads().submit(job)
     try:
-        return await asyncio.shield(done)
+        return await job.future
     except asyncio.CancelledError:
-        while not done.done():
+        while not job.finished:
+            if job.waiter is None:
+                job.waiter = loop.create_future()
             try:
-                await asyncio.wait({done})
+                await job.waiter
             except asyncio.CancelledError:
+                job.waiter = None
                 continue
         raise
 
