@@ -16,7 +16,8 @@ from psycopg2.errors import QueryCanceled
 
 from tests.conftest import Backend
 from todoapp import pg_async
-from todoapp.pg_async import AsyncReader, PreparedStatement, ReadFailed
+from todoapp.pg_async import AsyncReader, ReadFailed
+from todoapp.prepared import PreparedStatement
 
 T = TypeVar("T")
 

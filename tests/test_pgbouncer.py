@@ -181,7 +181,8 @@ def test_without_db_pooler_the_lane_notices_lost_prepared_statements_and_goes_on
 ) -> None:
     """The safety net for a pooler nobody declared: the statement prepared when the
     lane connected is gone by its first EXECUTE; that read is answered through the app,
-    and the lane goes on unprepared for good."""
+    and the lane goes on unprepared for good. The app's own prepared statements
+    (prepared.py) notice it too, and go on unprepared: no request fails."""
     # PgBouncer must be told to drop the startup options for the default settings to
     # connect at all (the README says to set DB_POOLER=transaction instead); and it
     # resets each server connection after every transaction (DISCARD ALL), as a pool
@@ -201,7 +202,8 @@ def test_without_db_pooler_the_lane_notices_lost_prepared_statements_and_goes_on
         server.wait_ready()
         with httpx.Client(base_url=server.url, timeout=30.0, trust_env=False) as client:
             headers = _account(client, "fallback_fay")
-            assert client.post("/todos", json={"title": "kept"}, headers=headers).status_code
+            made = client.post("/todos", json={"title": "kept", "priority": 1}, headers=headers)
+            assert made.status_code == 201
             expected = client.get("/todos?sort=id", headers=headers).content
             answers = [client.get("/todos", headers=headers) for _ in range(30)]
             metrics = client.get("/metrics").text
@@ -211,7 +213,10 @@ def test_without_db_pooler_the_lane_notices_lost_prepared_statements_and_goes_on
     assert [a.status_code for a in answers] == [200] * 30
     assert all(a.content == expected for a in answers)
     log = server.log_text()
-    assert log.count("prepared statements do not persist") == 1, log
+    assert b'"kept"' in expected
+    # The lane and the app's threaded path (prepared.py) each notice it once.
+    assert log.count("prepared statements do not persist") == 2, log
+    assert log.count("fast-lane reads go unprepared") == 1, log
     # One read failed (and was answered by the app); every other one was the lane's.
     assert _sample(metrics, "todoapp_fastlane_handovers_total", '{reason="read_failed"}') == 1
     assert _sample(metrics, "todoapp_fastlane_answers_total") == 29

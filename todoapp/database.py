@@ -16,6 +16,12 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from todoapp.config import Settings
+from todoapp.prepared import (
+    PREPARED_OPTIONS,
+    PreparingConnection,
+    PreparingCursor,
+    prepare_marked_statements,
+)
 
 T = TypeVar("T")
 
@@ -79,6 +85,14 @@ POSTGRES_CONNECT_ARGS: dict[str, Any] = {
     "options": "-c timezone=UTC",
     **KEEPALIVES,
 }
+# The engine's own connections (not behind a pooler) also keep the statements they
+# prepared, planned once (see prepared.py).
+PREPARING_CONNECT_ARGS: dict[str, Any] = {
+    **POSTGRES_CONNECT_ARGS,
+    "options": f"{POSTGRES_CONNECT_ARGS['options']} {PREPARED_OPTIONS}",
+    "connection_factory": PreparingConnection,
+    "cursor_factory": PreparingCursor,
+}
 # Behind a pooler in transaction mode (DB_POOLER=transaction): PgBouncer refuses startup
 # options ("unsupported startup parameter: options"), so the time zone is SET once per
 # connection instead; PgBouncer tracks TimeZone per client and sets it again on whichever
@@ -118,10 +132,12 @@ def make_engine(url: str, settings: Settings) -> Engine:
         pool_size=settings.worker_threads,
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout,
-        connect_args=POOLED_CONNECT_ARGS if pooled else POSTGRES_CONNECT_ARGS,
+        connect_args=POOLED_CONNECT_ARGS if pooled else PREPARING_CONNECT_ARGS,
     )
     if pooled:
         _utc_on_connect(engine)
+    else:  # statements marked PREPARED run prepared (see prepared.py)
+        prepare_marked_statements(engine)
     _ping_on_checkout(engine)
     return engine
 

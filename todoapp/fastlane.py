@@ -28,7 +28,8 @@ from todoapp.config import Settings
 from todoapp.database import Database
 from todoapp.deps import MAX_ID, admit
 from todoapp.pages import TODO_FIELDS, page_json, page_json_of_rows, todo_page_json
-from todoapp.pg_async import AsyncReader, PreparedStatement, ReadFailed, reader_for
+from todoapp.pg_async import AsyncReader, ReadFailed, reader_for
+from todoapp.prepared import PreparedStatement
 from todoapp.services.paging import Window
 from todoapp.services.todos import TodoQuery, cursor_after, first_page_with_token_check
 from todoapp.services.users import token_params

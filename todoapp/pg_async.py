@@ -14,9 +14,7 @@ ordinary, threaded path instead, which has its own retry and its 503. PostgreSQL
 """
 
 import asyncio
-import hashlib
 import logging
-import re
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -26,6 +24,7 @@ import psycopg2.errors
 from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE, connection
 
 from todoapp.database import POOLED_CONNECT_ARGS, POSTGRES_CONNECT_ARGS, SET_UTC, Database
+from todoapp.prepared import PREPARED_STATEMENTS_LOST, PreparedStatement
 
 logger = logging.getLogger(__name__)
 
@@ -79,41 +78,6 @@ async def _settle(conn: connection) -> None:
             raise psycopg2.OperationalError(f"unexpected poll state {state}")
 
 
-# EXECUTE of a statement this session never prepared, PREPARE of one it already has.
-_PREPARED_STATEMENTS_LOST = (
-    psycopg2.errors.InvalidSqlStatementName,
-    psycopg2.errors.DuplicatePreparedStatement,
-)
-_PARAMETER = re.compile(r"%\((\w+)\)s")
-
-
-class PreparedStatement:
-    """A statement with %(name)s parameters (psycopg2's style), to be run prepared.
-
-    Each connection of the reader PREPAREs it once; each run is then an EXECUTE that
-    sends only the parameters and skips PostgreSQL's parsing and planning.
-    """
-
-    def __init__(self, name: str, sql: str) -> None:
-        self.sql = sql  # what runs instead where statements cannot stay prepared
-        # The name carries the statement's digest: behind a pooler, a server session
-        # may hold one prepared by another version of the app under the same name.
-        name = f"{name}_{hashlib.sha256(sql.encode()).hexdigest()[:12]}"
-        names: list[str] = []
-
-        def number(match: re.Match[str]) -> str:
-            if match[1] not in names:
-                names.append(match[1])
-            return f"${names.index(match[1]) + 1}"
-
-        # PREPARE goes without parameters, so psycopg2 leaves "%%" as it is: unescape.
-        numbered = _PARAMETER.sub(number, sql).replace("%%", "%")
-        self.name = name
-        self.prepare = f"PREPARE {name} AS {numbered}"
-        arguments = ", ".join(f"%({each})s" for each in names)
-        self.execute = f"EXECUTE {name}({arguments})" if names else f"EXECUTE {name}"
-
-
 class AsyncReader:
     """At most `size` asynchronous connections, opened when first needed."""
 
@@ -165,7 +129,7 @@ class AsyncReader:
                 self._release(conn)
                 return rows
         except Exception as exc:  # the database's errors, timeouts, a value it cannot read
-            if self.preparing and isinstance(exc, _PREPARED_STATEMENTS_LOST):
+            if self.preparing and isinstance(exc, PREPARED_STATEMENTS_LOST):
                 self.preparing = False
                 logger.warning(
                     "prepared statements do not persist on this database connection "
@@ -230,7 +194,7 @@ class AsyncReader:
                 conn.close()
                 raise
         except psycopg2.Error as exc:  # refused, unreachable, or refusing us
-            if not isinstance(exc, _PREPARED_STATEMENTS_LOST):
+            if not isinstance(exc, PREPARED_STATEMENTS_LOST):
                 self._reconnect_at = loop.time() + RECONNECT_PAUSE_SECONDS
             raise
         except asyncio.CancelledError:

@@ -31,6 +31,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from todoapp.errors import RESOURCE_CHANGED, NotFound, PreconditionFailed
 from todoapp.models import Todo, TodoCount, User, UserSession, utcnow
+from todoapp.prepared import PREPARED
 from todoapp.services import users
 from todoapp.services.paging import (
     Found,
@@ -279,12 +280,14 @@ def read_todo(db: Session | Connection, todo_id: int, *, caller: Caller) -> Row[
 
 # From the caller's user and session (no row: the token does not hold), the todo joined
 # when it is theirs (NULL columns: not found).
+# A row by its keys: planned once per connection (see prepared.py), as the writes below.
 _READ_OWN = (
     select(*_COLUMNS, Todo.version, User.is_verified)
     .select_from(User)
     .join(UserSession, UserSession.user_id == User.id)
     .outerjoin(Todo, and_(Todo.id == bindparam("todo_id"), Todo.owner_id == User.id))
     .where(*token_holds())
+    .execution_options(**PREPARED)
 )
 
 
@@ -321,6 +324,7 @@ def _insert_checked(names: tuple[str, ...], verified_only: bool) -> Any:
         insert(table)
         .from_select(["owner_id", *names], checked_owner)
         .returning(*_COLUMNS, Todo.version)
+        .execution_options(**PREPARED)
     )
 
 
@@ -391,7 +395,7 @@ def _update_checked(names: tuple[str, ...], verified_only: bool, versions: int |
     with no names, the SELECT that reads it under the same conditions."""
     where = _own_todo(verified_only, versions)
     if not names:  # nothing to write; the precondition still applies
-        return select(*_COLUMNS, Todo.version).where(*where)
+        return select(*_COLUMNS, Todo.version).where(*where).execution_options(**PREPARED)
     return (
         update(Todo)
         .where(*where)
@@ -403,6 +407,7 @@ def _update_checked(names: tuple[str, ...], verified_only: bool, versions: int |
             }
         )
         .returning(*_COLUMNS, Todo.version)
+        .execution_options(**PREPARED)
     )
 
 
@@ -425,7 +430,7 @@ def delete_own_todo(
 
 @lru_cache(maxsize=8)
 def _delete_checked(verified_only: bool, versions: int | None) -> Any:
-    return delete(Todo).where(*_own_todo(verified_only, versions))
+    return delete(Todo).where(*_own_todo(verified_only, versions)).execution_options(**PREPARED)
 
 
 def delete_todo(db: Session, todo_id: int) -> None:

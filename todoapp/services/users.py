@@ -36,6 +36,7 @@ from todoapp.errors import (
     PreconditionFailed,
 )
 from todoapp.models import Todo, User, UserSession, UtcDateTime
+from todoapp.prepared import PREPARED
 from todoapp.services import mail, sessions
 from todoapp.services.paging import (
     Found,
@@ -170,7 +171,10 @@ _USER_COLUMNS = (
     User.is_active,
     User.is_verified,
 )
-_TOKEN_PROFILE = select(*_USER_COLUMNS, User.version).where(*token_holds())
+# Rows by their keys: planned once per connection (see prepared.py), as below.
+_TOKEN_PROFILE = (
+    select(*_USER_COLUMNS, User.version).where(*token_holds()).execution_options(**PREPARED)
+)
 
 
 def profile_for_token(
@@ -195,7 +199,9 @@ def admin_id_for_token(db: Session | Connection, claims: security.TokenClaims) -
 
 
 # The user a token holds for, with what the read paths check of it (see _token_user).
-_TOKEN_USER_ID = select(User.id, User.is_verified, User.role).where(*token_holds())
+_TOKEN_USER_ID = (
+    select(User.id, User.is_verified, User.role).where(*token_holds()).execution_options(**PREPARED)
+)
 EMAIL_NOT_VERIFIED = "email not verified"
 
 

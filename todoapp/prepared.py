@@ -1,0 +1,194 @@
+"""Prepared statements on PostgreSQL: planned once per connection, then only EXECUTEd.
+
+For a statement that reads or writes one row by its key, PostgreSQL spends more of its
+time planning it than running it (`GET /todos/{id}`'s read: about 150 of 260 us of the
+server's time). A statement marked `PREPARED` (an execution option) is PREPAREd once on
+each connection that runs it and EXECUTEd from then on: the server parses and plans it
+once (a generic plan: the options `PREPARED_OPTIONS` give the connection), and each run
+sends only its values. Only statements whose best plan does not depend on their values
+are marked: a row by its key, the token check. Pages and counts are planned for their
+values every time, as any statement is.
+
+What it keeps to:
+- only in autocommit (Database.read and Database.write_one): a PREPARE that fails there
+  is harmless, and no transaction of the caller's is touched;
+- psycopg2 still writes the values into the EXECUTE (client-side, as for any statement),
+  so values, errors and results are the statement's own;
+- a statement that cannot be prepared (PostgreSQL cannot type a parameter) runs as it
+  is, from then on; one whose result a migration changed ("cached plan must not change
+  result type") is prepared again;
+- behind a pooler in transaction mode (DB_POOLER=transaction) nothing is prepared: each
+  transaction may land on another server session. Should a server session lose track of
+  its statements all the same (an unexpected pooler), preparing turns itself off for the
+  process, with one warning, and the statement runs as it is: an EXECUTE of an unknown
+  statement ran nothing, so running it again is safe.
+
+The fast lane's reads (pg_async) use the same `PreparedStatement`.
+"""
+
+import hashlib
+import logging
+import re
+from typing import Any
+
+import psycopg2.errors
+from psycopg2.extensions import connection as PgConnection  # noqa: N812
+from psycopg2.extensions import cursor as PgCursor  # noqa: N812
+from sqlalchemy import Engine
+from sqlalchemy.dialects.postgresql.psycopg2 import PGExecutionContext_psycopg2
+from sqlalchemy.engine.interfaces import ExecuteStyle
+
+logger = logging.getLogger(__name__)
+
+# The execution option that marks a statement to be prepared: `.execution_options(**PREPARED)`.
+PREPARED = {"todoapp_prepared": True}
+# Given to each connection of an engine that prepares: planned once, not per execution
+# (PostgreSQL's default would plan again whenever its estimates favour custom plans).
+PREPARED_OPTIONS = "-c plan_cache_mode=force_generic_plan"
+# Statements a connection keeps prepared, and the process knows, at most (the lists of
+# an If-Match make variants of a statement): past these, statements run unprepared.
+MAX_PER_CONNECTION = 100
+MAX_STATEMENTS = 1000
+
+# EXECUTE of a statement this session never prepared, PREPARE of one it already has.
+PREPARED_STATEMENTS_LOST = (
+    psycopg2.errors.InvalidSqlStatementName,
+    psycopg2.errors.DuplicatePreparedStatement,
+)
+_PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+class PreparedStatement:
+    """A statement with %(name)s parameters (psycopg2's style), to be run prepared.
+
+    Each connection PREPAREs it once; each run is then an EXECUTE that sends only the
+    parameters and skips PostgreSQL's parsing and planning.
+    """
+
+    def __init__(self, name: str, sql: str) -> None:
+        self.sql = sql  # what runs instead where statements cannot stay prepared
+        # The name carries the statement's digest: behind a pooler, a server session
+        # may hold one prepared by another version of the app under the same name.
+        name = f"{name}_{hashlib.sha256(sql.encode()).hexdigest()[:12]}"
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match[1] not in names:
+                names.append(match[1])
+            return f"${names.index(match[1]) + 1}"
+
+        # PREPARE goes without parameters, so psycopg2 leaves "%%" as it is: unescape.
+        numbered = _PARAMETER.sub(number, sql).replace("%%", "%")
+        self.name = name
+        self.prepare = f"PREPARE {name} AS {numbered}"
+        arguments = ", ".join(f"%({each})s" for each in names)
+        self.execute = f"EXECUTE {name}({arguments})" if names else f"EXECUTE {name}"
+
+
+class _Preparing:
+    """Whether this process prepares, and what it learnt about statements."""
+
+    def __init__(self) -> None:
+        self.on = True
+        self.statements: dict[str, PreparedStatement] = {}  # by SQL
+        self.unpreparable: set[str] = set()  # SQL that PostgreSQL would not prepare
+
+    def statement(self, sql: str) -> PreparedStatement | None:
+        found = self.statements.get(sql)
+        if found is None and len(self.statements) < MAX_STATEMENTS:
+            found = self.statements[sql] = PreparedStatement("todoapp", sql)
+        return found
+
+
+_preparing = _Preparing()
+
+
+class PreparingConnection(PgConnection):
+    """A psycopg2 connection that remembers the statements it prepared."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared: set[str] = set()  # SQL of the statements PREPAREd here
+
+
+class PreparingCursor(PgCursor):
+    """Runs a statement marked PREPARED (told by `prepare_next`) as an EXECUTE."""
+
+    prepare_next = False
+
+    def execute(self, query: Any, vars: Any = None) -> Any:
+        if not self.prepare_next:
+            return super().execute(query, vars)
+        self.prepare_next = False
+        conn = self.connection
+        if (
+            not _preparing.on
+            or not conn.autocommit
+            or not isinstance(conn, PreparingConnection)
+            or not isinstance(query, str)
+            or query in _preparing.unpreparable
+        ):
+            return super().execute(query, vars)
+        statement = _preparing.statement(query)
+        if statement is None:
+            return super().execute(query, vars)
+        if query not in conn.prepared:
+            if len(conn.prepared) >= MAX_PER_CONNECTION:
+                return super().execute(query, vars)
+            try:
+                super().execute(statement.prepare)
+            except PREPARED_STATEMENTS_LOST:
+                return self._lost(query, vars)
+            except psycopg2.Error as error:  # PostgreSQL would not prepare it
+                _preparing.unpreparable.add(query)
+                logger.warning(
+                    "a statement could not be prepared (%s): it runs unprepared",
+                    type(error).__name__,
+                )
+                return super().execute(query, vars)
+            conn.prepared.add(query)
+        try:
+            return super().execute(statement.execute, vars)
+        except PREPARED_STATEMENTS_LOST:
+            return self._lost(query, vars)
+        except psycopg2.errors.FeatureNotSupported:
+            # "cached plan must not change result type": a migration changed what the
+            # statement returns. Nothing ran; prepared again on its next run.
+            super().execute(f"DEALLOCATE {statement.name}")
+            conn.prepared.discard(query)
+            return super().execute(query, vars)
+
+    def _lost(self, query: str, vars: Any) -> Any:
+        if _preparing.on:
+            _preparing.on = False
+            logger.warning(
+                "prepared statements do not persist on this database connection "
+                "(a pooler in transaction mode? set DB_POOLER=transaction): "
+                "statements go unprepared"
+            )
+        return super().execute(query, vars)
+
+
+class _PreparingContext(PGExecutionContext_psycopg2):
+    """psycopg2's execution context, telling the cursor when its statement is marked."""
+
+    def create_default_cursor(self) -> Any:
+        cursor: Any = self._dbapi_connection.cursor()
+        if self.execute_style is ExecuteStyle.EXECUTE and self.execution_options.get(
+            "todoapp_prepared"
+        ):
+            cursor.prepare_next = True
+        return cursor
+
+
+def prepare_marked_statements(engine: Engine) -> None:
+    """Make the engine's cursors run statements marked PREPARED prepared (its
+    connections must be PreparingConnection with PreparingCursor: see database.py).
+
+    Told through the dialect's execution context, not an engine event: with any event
+    listened to, SQLAlchemy dispatches every kind of event on every execution (about
+    30 us of each).
+    """
+    assert isinstance(engine.dialect.execution_ctx_cls, type)
+    assert issubclass(engine.dialect.execution_ctx_cls, PGExecutionContext_psycopg2)
+    engine.dialect.execution_ctx_cls = _PreparingContext
