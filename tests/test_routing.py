@@ -449,6 +449,44 @@ def test_the_worker_pool_runs_no_more_threads_than_its_size(
     assert threads == {"route-1", "route-2"}
 
 
+def test_work_that_raises_stop_iteration_fails_its_request_instead_of_hanging_it() -> None:
+    # An asyncio future cannot carry StopIteration: the request gets a RuntimeError
+    # (a 500 through the app) rather than waiting for ever.
+    def stops() -> None:
+        raise StopIteration
+
+    async def scenario() -> BaseException:
+        with pytest.raises(RuntimeError) as raised:
+            await asyncio.wait_for(routing._in_a_thread(stops), timeout=5)
+        return raised.value
+
+    error = asyncio.run(scenario())
+    assert isinstance(error.__cause__, StopIteration)
+
+
+def test_a_thread_that_cannot_start_fails_the_request_and_leaves_no_work_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    workers = routing._Workers(1)
+    monkeypatch.setattr(routing, "_threads", workers)
+    ran: list[str] = []
+
+    def refuse(_thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    async def scenario() -> str:
+        with monkeypatch.context() as patch:
+            patch.setattr(threading.Thread, "start", refuse)
+            with pytest.raises(RuntimeError, match="start new thread"):
+                await routing._in_a_thread(ran.append, "refused")
+        assert (workers.threads, workers.jobs.qsize()) == (0, 0)
+        return str(await routing._in_a_thread(lambda: "served"))
+
+    assert asyncio.run(scenario()) == "served"
+    assert ran == []
+    assert workers.threads == 1
+
+
 @pytest.mark.parametrize("route_class", [APIRoute, OneHopRoute])
 def test_async_yield_dependencies_may_hold_cancel_scopes_and_task_groups(
     route_class: type[APIRoute],
@@ -600,6 +638,9 @@ def test_the_apps_statements_are_built_once(
     kept = made.json()["id"]
     cursor = client.get("/admin/users?limit=1", headers=admin.headers).json()["next_cursor"]
 
+    # An If-Match of several tags (a list), whichever the todo's version is.
+    several = ", ".join(f'"todo-{kept}-v{n}"' for n in range(1, 40))
+
     def requests() -> list[tuple[str, str, Any, dict[str, str]]]:
         gone = {"title": "gone", "priority": 1}
         fresh = client.post("/todos", json=gone, headers=alice.headers).json()["id"]
@@ -611,6 +652,7 @@ def test_the_apps_statements_are_built_once(
             ("PATCH", f"/todos/{kept}", {"priority": 4}, alice.headers),
             ("PATCH", f"/todos/{kept}", {"title": "t", "complete": True}, alice.headers),
             ("PATCH", f"/todos/{kept}", {}, {**alice.headers, "If-Match": "*"}),
+            ("PATCH", f"/todos/{kept}", {}, {**alice.headers, "If-Match": several}),
             (
                 "PUT",
                 f"/todos/{kept}",

@@ -50,12 +50,17 @@ PREPARED_OPTIONS = "-c plan_cache_mode=force_generic_plan"
 MAX_PER_CONNECTION = 100
 MAX_STATEMENTS = 1000
 
+# What PostgreSQL answers a PREPARE of a statement it cannot prepare (class 42: it cannot
+# type a parameter, say); anything else is the connection's or the server's trouble, and
+# is raised as it would be for the statement itself (a dead connection is retried).
+_CANNOT_PREPARE = "42"
 # EXECUTE of a statement this session never prepared, PREPARE of one it already has.
 PREPARED_STATEMENTS_LOST = (
     psycopg2.errors.InvalidSqlStatementName,
     psycopg2.errors.DuplicatePreparedStatement,
 )
-_PARAMETER = re.compile(r"%\((\w+)\)s")
+# A parameter, or an escaped percent sign (which may stand before "(name)s" as text).
+_PARAMETER = re.compile(r"%%|%\((\w+)\)s")
 
 
 class PreparedStatement:
@@ -73,12 +78,15 @@ class PreparedStatement:
         names: list[str] = []
 
         def number(match: re.Match[str]) -> str:
+            if match[1] is None:
+                # PREPARE goes without parameters, so psycopg2 would leave "%%" as it
+                # is: unescaped here.
+                return "%"
             if match[1] not in names:
                 names.append(match[1])
             return f"${names.index(match[1]) + 1}"
 
-        # PREPARE goes without parameters, so psycopg2 leaves "%%" as it is: unescape.
-        numbered = _PARAMETER.sub(number, sql).replace("%%", "%")
+        numbered = _PARAMETER.sub(number, sql)
         self.name = name
         self.prepare = f"PREPARE {name} AS {numbered}"
         arguments = ", ".join(f"%({each})s" for each in names)
@@ -139,7 +147,9 @@ class PreparingCursor(PgCursor):
                 super().execute(statement.prepare)
             except PREPARED_STATEMENTS_LOST:
                 return self._lost(query, vars)
-            except psycopg2.Error as error:  # PostgreSQL would not prepare it
+            except psycopg2.Error as error:
+                if not (error.pgcode or "").startswith(_CANNOT_PREPARE):
+                    raise  # the connection's or the server's trouble, not the statement's
                 _preparing.unpreparable.add(query)
                 logger.warning(
                     "a statement could not be prepared (%s): it runs unprepared",
@@ -153,7 +163,8 @@ class PreparingCursor(PgCursor):
             return self._lost(query, vars)
         except psycopg2.errors.FeatureNotSupported:
             # "cached plan must not change result type": a migration changed what the
-            # statement returns. Nothing ran; prepared again on its next run.
+            # statement returns. Nothing ran; prepared again on its next run. (Another
+            # error of this class is the statement's own: run plain, it says so again.)
             super().execute(f"DEALLOCATE {statement.name}")
             conn.prepared.discard(query)
             return super().execute(query, vars)

@@ -433,15 +433,15 @@ class _Workers:
         self.lock = threading.Lock()
 
     def submit(self, job: _Job) -> None:
+        # A waiting thread takes it; else one more thread, up to the pool's size (started
+        # first: should that fail, the request fails and no work of its is left queued).
+        if not self.idle.acquire(blocking=False):
+            with self.lock:
+                if self.threads < self.size:
+                    name = f"route-{self.threads + 1}"
+                    threading.Thread(target=self.serve, name=name, daemon=True).start()
+                    self.threads += 1
         self.jobs.put((job, copy_context()))
-        # A waiting thread takes it; else one more thread, up to the pool's size.
-        if self.idle.acquire(blocking=False):
-            return
-        with self.lock:
-            if self.threads < self.size:
-                self.threads += 1
-                name = f"route-{self.threads}"
-                threading.Thread(target=self.serve, name=name, daemon=True).start()
 
     def serve(self) -> None:
         while True:
@@ -450,6 +450,9 @@ class _Workers:
             error: BaseException | None = None
             try:
                 result = context.run(job.work, *job.arguments)
+            except StopIteration as raised:  # a future cannot carry it: a defect, said so
+                error = RuntimeError("the work raised StopIteration")
+                error.__cause__ = raised
             except BaseException as raised:  # handed to the request, raised there
                 error = raised
             with suppress(RuntimeError):  # a closed loop: nobody is waiting any more

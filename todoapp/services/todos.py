@@ -361,42 +361,67 @@ def update_todo(
     UPDATE waits for the first one's row lock and then finds the new version.
     """
     statement = _update_checked(
-        tuple(changes), caller.verified_only, _version_count(expected_versions)
+        tuple(changes), caller.verified_only, _versions_shape(expected_versions)
     )
-    params = {**caller.params(), **_values(changes), "todo_id": todo_id}
-    if expected_versions is not None:
-        params["versions"] = list(expected_versions)
+    params = {
+        **caller.params(),
+        **_values(changes),
+        "todo_id": todo_id,
+        **_versions_params(expected_versions),
+    }
     row = db.execute(statement, params).first()
     if row is None:
         _refuse_caller(db, todo_id, caller)
     return row
 
 
-def _version_count(expected_versions: Collection[int] | None) -> int | None:
-    return None if expected_versions is None else len(expected_versions)
+# The shapes of an If-Match's versions: none asked, exactly one (what a frontend sends:
+# the ETag it read), or any other number (a list; its SQL text varies with its length,
+# so it is not prepared: a client could otherwise make one prepared statement per length).
+_ANY_VERSION, _ONE_VERSION, _VERSIONS = "any", "one", "list"
 
 
-def _own_todo(verified_only: bool, versions: int | None) -> list[ColumnElement[bool]]:
-    """The caller's todo (bound: todo_id, the token's parameters), at one of `versions`
-    versions (bound: versions, a list) unless None."""
+def _versions_shape(expected_versions: Collection[int] | None) -> str:
+    if expected_versions is None:
+        return _ANY_VERSION
+    return _ONE_VERSION if len(expected_versions) == 1 else _VERSIONS
+
+
+def _versions_params(expected_versions: Collection[int] | None) -> dict[str, Any]:
+    if expected_versions is None:
+        return {}
+    if len(expected_versions) == 1:
+        return {"version": next(iter(expected_versions))}
+    return {"versions": list(expected_versions)}
+
+
+def _own_todo(verified_only: bool, versions: str) -> list[ColumnElement[bool]]:
+    """The caller's todo (bound: todo_id, the token's parameters), at the version or
+    versions asked (bound: version, or versions, a list; see _versions_shape)."""
     where = [
         Todo.id == bindparam("todo_id"),
         Todo.owner_id == bindparam("user_id"),
         users.caller_holds(verified_only),
     ]
-    if versions is not None:
+    if versions == _ONE_VERSION:
+        where.append(Todo.version == bindparam("version"))
+    elif versions == _VERSIONS:
         where.append(Todo.version.in_(bindparam("versions", expanding=True)))
     return where
 
 
+def _prepared_unless_a_list(statement: Any, versions: str) -> Any:
+    return statement if versions == _VERSIONS else statement.execution_options(**PREPARED)
+
+
 @lru_cache(maxsize=128)
-def _update_checked(names: tuple[str, ...], verified_only: bool, versions: int | None) -> Any:
+def _update_checked(names: tuple[str, ...], verified_only: bool, versions: str) -> Any:
     """The UPDATE of the caller's todo that sets `names` (bound), built once per shape;
     with no names, the SELECT that reads it under the same conditions."""
     where = _own_todo(verified_only, versions)
     if not names:  # nothing to write; the precondition still applies
-        return select(*_COLUMNS, Todo.version).where(*where).execution_options(**PREPARED)
-    return (
+        return _prepared_unless_a_list(select(*_COLUMNS, Todo.version).where(*where), versions)
+    statement = (
         update(Todo)
         .where(*where)
         .values(
@@ -407,8 +432,8 @@ def _update_checked(names: tuple[str, ...], verified_only: bool, versions: int |
             }
         )
         .returning(*_COLUMNS, Todo.version)
-        .execution_options(**PREPARED)
     )
+    return _prepared_unless_a_list(statement, versions)
 
 
 def delete_own_todo(
@@ -420,17 +445,17 @@ def delete_own_todo(
 ) -> None:
     """Delete the caller's todo, checking the caller in the same statement (one
     statement: run it with Database.write_one)."""
-    statement = _delete_checked(caller.verified_only, _version_count(expected_versions))
-    params = {**caller.params(), "todo_id": todo_id}
-    if expected_versions is not None:
-        params["versions"] = list(expected_versions)
+    statement = _delete_checked(caller.verified_only, _versions_shape(expected_versions))
+    params = {**caller.params(), "todo_id": todo_id, **_versions_params(expected_versions)}
     if db.execute(statement, params).rowcount == 0:
         _refuse_caller(db, todo_id, caller)
 
 
 @lru_cache(maxsize=8)
-def _delete_checked(verified_only: bool, versions: int | None) -> Any:
-    return delete(Todo).where(*_own_todo(verified_only, versions)).execution_options(**PREPARED)
+def _delete_checked(verified_only: bool, versions: str) -> Any:
+    return _prepared_unless_a_list(
+        delete(Todo).where(*_own_todo(verified_only, versions)), versions
+    )
 
 
 def delete_todo(db: Session, todo_id: int) -> None:
