@@ -212,9 +212,11 @@ def test_a_connection_lost_before_its_prepare_is_read_again_and_stays_preparable
     # not the statement's: the read is retried on a new connection, and prepared there.
     user_id = _user(pg_backend)
     database = Database(engine)
-    pid = database.read(lambda connection: connection.exec_driver_sql("SELECT pg_backend_pid()"))
+    pid = database.read(
+        lambda connection: int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    )
     with pg_backend.plain.connect() as other:
-        other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid.scalar_one())})")
+        other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
     assert database.read(lambda c: c.execute(MARKED, {"id": user_id}).one()) == (user_id, "pat")
     assert fresh.unpreparable == set()
     assert "could not be prepared" not in caplog.text
