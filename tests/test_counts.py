@@ -30,14 +30,29 @@ COUNTED = (
 )
 
 
+# Every owner's, per stripe of owners (migration 0009).
+TOTALS_KEPT = (
+    "SELECT stripe, complete, priority, todos FROM todo_totals WHERE todos <> 0 ORDER BY 1, 2, 3"
+)
+TOTALS_COUNTED = (
+    "SELECT owner_id % 16, complete, priority, count(*) FROM todos "
+    "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+)
+
+
 def assert_exact(connection: Connection | Session) -> None:
-    kept = [tuple(row) for row in connection.execute(text(KEPT))]
-    counted = [tuple(row) for row in connection.execute(text(COUNTED))]
-    assert [(o, bool(c), p, n) for o, c, p, n in kept] == [
-        (o, bool(c), p, n) for o, c, p, n in counted
-    ]
-    negative = connection.execute(text("SELECT count(*) FROM todo_counts WHERE todos < 0"))
-    assert negative.scalar() == 0
+    """todo_counts and todo_totals hold what counting the todos gives."""
+    for kept_query, counted_query, table in (
+        (KEPT, COUNTED, "todo_counts"),
+        (TOTALS_KEPT, TOTALS_COUNTED, "todo_totals"),
+    ):
+        kept = [tuple(row) for row in connection.execute(text(kept_query))]
+        counted = [tuple(row) for row in connection.execute(text(counted_query))]
+        assert [(o, bool(c), p, n) for o, c, p, n in kept] == [
+            (o, bool(c), p, n) for o, c, p, n in counted
+        ], table
+        negative = connection.execute(text(f"SELECT count(*) FROM {table} WHERE todos < 0"))
+        assert negative.scalar() == 0, table
 
 
 def create(client: TestClient, account: Account, **fields: Any) -> dict[str, Any]:
@@ -100,6 +115,50 @@ def test_totals_are_exact_for_every_filter(
     ):
         page = client.get(f"/todos?limit=2&{query}", headers=alice.headers).json()
         assert page["total"] == sum(1 for t in todos if keep(t)), query
+
+
+def test_admin_totals_are_exact_for_every_filter(
+    client: TestClient, alice: Account, bob: Account, admin: Account
+) -> None:
+    # Every owner's todos (todo_totals, by stripe of owners), with and without an owner.
+    for n in range(20):
+        create(client, alice, priority=n % 5 + 1, complete=n % 3 == 0)
+        create(client, bob, priority=n % 2 + 1, complete=n % 4 == 0)
+    everyone = client.get("/admin/todos?limit=100", headers=admin.headers).json()["items"]
+    assert len(everyone) == 40
+    for query, keep in (
+        ("", lambda t: True),
+        ("complete=true", lambda t: t["complete"]),
+        ("complete=false&priority=2", lambda t: not t["complete"] and t["priority"] == 2),
+        ("priority=1", lambda t: t["priority"] == 1),
+        (f"owner_id={bob.id}&priority=1", lambda t: t["owner_id"] == bob.id and t["priority"] == 1),
+    ):
+        page = client.get(f"/admin/todos?limit=2&{query}", headers=admin.headers).json()
+        assert page["total"] == sum(1 for t in everyone if keep(t)), query
+
+
+def test_a_truncate_of_the_todos_takes_their_counts_along(pg_backend: Backend) -> None:
+    # TRUNCATE fires no DELETE trigger; a TRUNCATE trigger empties the counts instead,
+    # whether the todos go alone or with their users.
+    users = text(
+        "INSERT INTO users (email, username, hash_password) VALUES "
+        "('a@example.com', 'a', 'x'), ('b@example.com', 'b', 'x')"
+    )
+    todos = text(
+        "INSERT INTO todos (title, priority, complete, owner_id) "
+        "SELECT 't', n % 5 + 1, n % 2 = 0, u.id FROM users u, generate_series(1, 30) AS n"
+    )
+    with pg_backend.plain.begin() as connection:
+        connection.execute(users)
+    for truncate in ("TRUNCATE todos", "TRUNCATE users CASCADE"):
+        with pg_backend.plain.begin() as connection:
+            connection.execute(todos)
+            assert connection.execute(text("SELECT sum(todos) FROM todo_totals")).scalar() == 60
+            connection.execute(text(truncate))
+            assert_exact(connection)
+            for table in ("todo_counts", "todo_totals"):
+                left = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+                assert left == 0, (truncate, table)
 
 
 def test_a_statement_writing_many_rows_is_counted_whole(

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from todoapp.errors import RESOURCE_CHANGED, NotFound, PreconditionFailed
-from todoapp.models import Todo, TodoCount, User, UserSession, utcnow
+from todoapp.models import Todo, TodoCount, TodoTotal, User, UserSession, utcnow
 from todoapp.prepared import PREPARED
 from todoapp.services import users
 from todoapp.services.paging import (
@@ -178,16 +178,18 @@ _ZERO: ColumnElement[int] = literal_column("0")
 
 
 def _counted(owner: bool, complete: bool, priority: bool) -> Select[int]:
-    """How many todos meet the filters, from the counts the database keeps (todo_counts):
-    a sum of at most ten rows an owner, however many todos they hold."""
+    """How many todos meet the filters, from the counts the database keeps: an owner's
+    from todo_counts (at most ten rows an owner, however many todos they hold), every
+    owner's from todo_totals (at most 160 rows, however many owners)."""
+    counts: type[TodoCount] | type[TodoTotal] = TodoCount if owner else TodoTotal
     conditions: list[ColumnElement[bool]] = []
     if owner:
         conditions.append(TodoCount.owner_id == bindparam("owner_id"))
     if complete:
-        conditions.append(TodoCount.complete == bindparam("complete"))
+        conditions.append(counts.complete == bindparam("complete"))
     if priority:
-        conditions.append(TodoCount.priority == bindparam("priority"))
-    return select(func.coalesce(func.sum(TodoCount.todos), _ZERO)).where(*conditions)
+        conditions.append(counts.priority == bindparam("priority"))
+    return select(func.coalesce(func.sum(counts.todos), _ZERO)).where(*conditions)
 
 
 def _key_of(sort: str, row: Mapping[Any, Any]) -> list[Scalar]:
