@@ -55,21 +55,21 @@ _COUNTS_UPDATE = """
         ORDER BY owner_id, complete, priority
         ON CONFLICT (owner_id, complete, priority) DO UPDATE SET todos = c.todos + excluded.todos;
 """.rstrip("\n")
-_TOTALS_INSERT = """
+_TOTALS_INSERT = f"""
         INSERT INTO todo_totals AS t (stripe, complete, priority, todos)
-        SELECT mod(owner_id, 16), complete, priority, count(*) FROM new_rows
+        SELECT mod(owner_id, {STRIPES}), complete, priority, count(*) FROM new_rows
         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
         ON CONFLICT (stripe, complete, priority) DO UPDATE SET todos = t.todos + excluded.todos;
 """.rstrip("\n")
-_TOTALS_DELETE = """
+_TOTALS_DELETE = f"""
         INSERT INTO todo_totals AS t (stripe, complete, priority, todos)
-        SELECT mod(owner_id, 16), complete, priority, -count(*) FROM old_rows
+        SELECT mod(owner_id, {STRIPES}), complete, priority, -count(*) FROM old_rows
         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
         ON CONFLICT (stripe, complete, priority) DO UPDATE SET todos = t.todos + excluded.todos;
 """.rstrip("\n")
-_TOTALS_UPDATE = """
+_TOTALS_UPDATE = f"""
         INSERT INTO todo_totals AS t (stripe, complete, priority, todos)
-        SELECT mod(owner_id, 16), complete, priority, sum(change) FROM (
+        SELECT mod(owner_id, {STRIPES}), complete, priority, sum(change) FROM (
             SELECT owner_id, complete, priority, 1 AS change FROM new_rows
             UNION ALL
             SELECT owner_id, complete, priority, -1 FROM old_rows
@@ -90,8 +90,8 @@ def _function(with_totals: bool) -> str:
         else (_COUNTS_INSERT, _COUNTS_DELETE, _COUNTS_UPDATE)
     )
     totals = (
-        """
-    -- Then the same changes per stripe of owners (owner_id mod 16) in todo_totals, also
+        f"""
+    -- Then the same changes per stripe of owners (owner_id mod {STRIPES}) in todo_totals, also
     -- for a deleted owner: their todos leave the totals as they go."""
         if with_totals
         else ""
@@ -138,11 +138,11 @@ _SQLITE_REMOVE = (
 )
 _SQLITE_ADD_TOTAL = (
     "INSERT INTO todo_totals (stripe, complete, priority, todos) "
-    "VALUES (NEW.owner_id % 16, NEW.complete, NEW.priority, 1) "
+    f"VALUES (NEW.owner_id % {STRIPES}, NEW.complete, NEW.priority, 1) "
     "ON CONFLICT (stripe, complete, priority) DO UPDATE SET todos = todos + 1;"
 )
 _SQLITE_REMOVE_TOTAL = (
-    "UPDATE todo_totals SET todos = todos - 1 WHERE stripe = OLD.owner_id % 16 "
+    f"UPDATE todo_totals SET todos = todos - 1 WHERE stripe = OLD.owner_id % {STRIPES} "
     "AND complete = OLD.complete AND priority = OLD.priority;"
 )
 

@@ -362,15 +362,9 @@ def update_todo(
     writers that read the same version cannot both write, since the second one's
     UPDATE waits for the first one's row lock and then finds the new version.
     """
-    statement = _update_checked(
-        tuple(changes), caller.verified_only, _versions_shape(expected_versions)
-    )
-    params = {
-        **caller.params(),
-        **_values(changes),
-        "todo_id": todo_id,
-        **_versions_params(expected_versions),
-    }
+    versions, versions_params = _versions(expected_versions)
+    statement = _update_checked(tuple(changes), caller.verified_only, versions)
+    params = {**caller.params(), **_values(changes), "todo_id": todo_id, **versions_params}
     row = db.execute(statement, params).first()
     if row is None:
         _refuse_caller(db, todo_id, caller)
@@ -383,23 +377,18 @@ def update_todo(
 _ANY_VERSION, _ONE_VERSION, _VERSIONS = "any", "one", "list"
 
 
-def _versions_shape(expected_versions: Collection[int] | None) -> str:
+def _versions(expected_versions: Collection[int] | None) -> tuple[str, dict[str, Any]]:
+    """The shape of an If-Match's versions, and the values a statement of it binds."""
     if expected_versions is None:
-        return _ANY_VERSION
-    return _ONE_VERSION if len(expected_versions) == 1 else _VERSIONS
-
-
-def _versions_params(expected_versions: Collection[int] | None) -> dict[str, Any]:
-    if expected_versions is None:
-        return {}
+        return _ANY_VERSION, {}
     if len(expected_versions) == 1:
-        return {"version": next(iter(expected_versions))}
-    return {"versions": list(expected_versions)}
+        return _ONE_VERSION, {"version": next(iter(expected_versions))}
+    return _VERSIONS, {"versions": list(expected_versions)}
 
 
 def _own_todo(verified_only: bool, versions: str) -> list[ColumnElement[bool]]:
     """The caller's todo (bound: todo_id, the token's parameters), at the version or
-    versions asked (bound: version, or versions, a list; see _versions_shape)."""
+    versions asked (bound: version, or versions, a list; see _versions)."""
     where = [
         Todo.id == bindparam("todo_id"),
         Todo.owner_id == bindparam("user_id"),
@@ -447,8 +436,9 @@ def delete_own_todo(
 ) -> None:
     """Delete the caller's todo, checking the caller in the same statement (one
     statement: run it with Database.write_one)."""
-    statement = _delete_checked(caller.verified_only, _versions_shape(expected_versions))
-    params = {**caller.params(), "todo_id": todo_id, **_versions_params(expected_versions)}
+    versions, versions_params = _versions(expected_versions)
+    statement = _delete_checked(caller.verified_only, versions)
+    params = {**caller.params(), "todo_id": todo_id, **versions_params}
     if db.execute(statement, params).rowcount == 0:
         _refuse_caller(db, todo_id, caller)
 
