@@ -5,9 +5,12 @@ server does with prepared statements, each statement still gives its own answer.
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg2.errors
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine, bindparam, select, text
+from sqlalchemy import Connection, Engine, Integer, bindparam, event, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from tests.conftest import Backend, make_account, settings_for_tests
 from todoapp import prepared
@@ -25,6 +28,7 @@ def fresh(monkeypatch: pytest.MonkeyPatch) -> prepared._Preparing:
     """What this process learnt about statements, from nothing (and put back after)."""
     state = prepared._Preparing()
     monkeypatch.setattr(prepared, "_preparing", state)
+    monkeypatch.setattr(prepared, "_directs", {})
     return state
 
 
@@ -182,6 +186,10 @@ def test_the_apps_marked_statements_all_run_prepared(
     assert set(fresh.statements) == known  # the list's statement was not prepared
     assert fresh.on
     assert fresh.unpreparable == set()
+    # Each of them went straight through the driver (prepared.first_row): the SQL it
+    # compiled for each is the SQL that was prepared.
+    direct = {plan.sql for _, plan in prepared._directs.values() if plan is not None}
+    assert known <= direct
 
 
 def test_a_statement_is_numbered_and_its_escaped_percent_signs_stay_text(
@@ -225,3 +233,141 @@ def test_a_connection_lost_before_its_prepare_is_read_again_and_stays_preparable
     )
     assert row == (user_id, "pat")
     assert [(generic, custom) for _, generic, custom in here] == [(2, 0)]
+
+
+# --- first_row: marked statements straight through the driver ------------------------
+def _sqlalchemy_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connection.execute fails from here on: what still works went straight through."""
+
+    def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("went through Connection.execute")
+
+    monkeypatch.setattr(Connection, "execute", refused)
+
+
+def test_first_row_runs_a_marked_statement_on_the_driver_as_sqlalchemy_would(
+    pg_backend: Backend,
+    engine: Engine,
+    fresh: prepared._Preparing,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user_id = _user(pg_backend)
+    database = Database(engine)
+    expected = database.read(lambda c: c.execute(MARKED, {"id": user_id}).first())
+    sent: list[str] = []
+    event_engine = make_engine(pg_backend.url, settings_for_tests())
+    try:
+        with event_engine.connect() as connection:
+
+            def record(*args: Any) -> None:
+                sent.append(args[2])
+
+            event.listen(event_engine, "before_cursor_execute", record)
+            connection.execute(MARKED, {"id": user_id})
+    finally:
+        event_engine.dispose()
+    _sqlalchemy_refused(monkeypatch)
+    rows = database.read(
+        lambda c: [prepared.first_row(c, MARKED, {"id": n}) for n in (user_id, user_id + 1000)]
+    )
+    assert rows == [expected, None]
+    assert (rows[0].id, rows[0].username) == (user_id, "pat")  # by column key, as a Row
+    direct = prepared._direct(MARKED, engine.dialect)
+    assert direct is not None
+    assert [direct.sql] == sent  # the very SQL SQLAlchemy sends
+    assert list(fresh.statements) == sent  # and prepared as any marked statement is
+    here = database.read(_prepared_here)
+    # One statement, planned once: run by SQLAlchemy first, then twice straight through.
+    assert [(generic, custom) for _, generic, custom in here] == [(3, 0)]
+
+
+def test_first_row_leaves_to_sqlalchemy_what_it_cannot_run_itself(
+    pg_backend: Backend, engine: Engine, fresh: prepared._Preparing
+) -> None:
+    user_id = _user(pg_backend)
+    unmarked = select(User.id).where(User.id == bindparam("id"))
+    a_list = (
+        select(User.id)
+        .where(User.id.in_(bindparam("ids", expanding=True)))
+        .execution_options(**PREPARED)
+    )
+    assert prepared._direct(unmarked, engine.dialect) is None
+    assert prepared._direct(a_list, engine.dialect) is None
+    a_ratio = select((User.id / 2).label("half")).execution_options(**PREPARED)
+    assert prepared._direct(a_ratio, engine.dialect) is None  # a Numeric, read by SQLAlchemy
+    database = Database(engine)
+    assert database.read(lambda c: prepared.first_row(c, unmarked, {"id": user_id})) == (user_id,)
+    assert database.read(lambda c: prepared.first_row(c, a_list, {"ids": [user_id]})) == (user_id,)
+    # In a transaction, and in a Session: SQLAlchemy's own execution, unprepared.
+    engine.dispose()  # a new connection, which prepared nothing yet
+    with engine.connect() as connection:
+        assert prepared.first_row(connection, MARKED, {"id": user_id}) == (user_id, "pat")
+        assert _prepared_here(connection) == []
+    with Session(engine) as session:
+        assert prepared.first_row(session, MARKED, {"id": user_id}) == (user_id, "pat")
+    # An engine with cursor listeners (instrumentation) gives them SQLAlchemy's context.
+    seen: list[Any] = []
+
+    def listen(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _m: Any
+    ) -> None:
+        seen.append((statement, context is not None))
+
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        assert database.read(lambda c: prepared.first_row(c, MARKED, {"id": user_id})) == (
+            user_id,
+            "pat",
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+    assert seen[-1][1] is True
+    assert "FROM users" in seen[-1][0]
+
+
+def test_first_row_errors_are_sqlalchemys_and_a_dead_connection_is_read_again(
+    pg_backend: Backend,
+    engine: Engine,
+    fresh: prepared._Preparing,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user_id = _user(pg_backend)
+    database = Database(engine)
+    failing = (
+        select(User.id, (User.id // bindparam("d", type_=Integer)).label("q"))
+        .where(User.id == bindparam("id"))
+        .execution_options(**PREPARED)
+    )
+    database.ensure_schema_ready()  # checked once, by SQLAlchemy
+    _sqlalchemy_refused(monkeypatch)
+    with pytest.raises(DBAPIError) as raised:
+        database.read(lambda c: prepared.first_row(c, failing, {"id": user_id, "d": 0}))
+    assert isinstance(raised.value.orig, psycopg2.errors.DivisionByZero)
+    assert not raised.value.connection_invalidated
+    # The connection that failed went back to the pool alive, and serves the next read.
+    row = database.read(lambda c: prepared.first_row(c, failing, {"id": user_id, "d": 1}))
+    assert (row.id, row.q) == (user_id, user_id)
+    # A connection the server dropped: the read finds it dead and runs again on a new one.
+    pid = database.read(lambda c: prepared.first_row(c, _BACKEND, {}).pid)
+    with pg_backend.plain.connect() as other:
+        other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+    again = database.read(lambda c: prepared.first_row(c, _BACKEND, {}).pid)
+    assert again != pid
+
+    # A write is never sent twice: a connection that dies under it is SQLAlchemy's error,
+    # the connection invalidated (and the pool's older ones with it).
+    def dies_meanwhile(connection: Connection) -> Any:
+        pid = prepared.first_row(connection, _BACKEND, {}).pid
+        with pg_backend.plain.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        return prepared.first_row(connection, _BACKEND, {})
+
+    with pytest.raises(DBAPIError) as lost:
+        database.write_one(dies_meanwhile)
+    assert lost.value.connection_invalidated
+    assert isinstance(lost.value.orig, psycopg2.OperationalError)
+    assert database.read(lambda c: prepared.first_row(c, _BACKEND, {}).pid) != again
+    assert fresh.unpreparable == set()
+
+
+_BACKEND = select(func.pg_backend_pid().label("pid")).execution_options(**PREPARED)

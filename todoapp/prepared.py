@@ -24,19 +24,29 @@ What it keeps to:
   statement ran nothing, so running it again is safe.
 
 The fast lane's reads (pg_async) use the same `PreparedStatement`.
+
+`first_row` runs a marked statement straight through the driver's cursor where it can
+(see there): its SQL compiled once, where SQLAlchemy's Connection.execute spends about
+35 us of Python a statement working out a cache key, an execution context and a result.
 """
 
 import hashlib
 import logging
 import re
-from typing import Any
+from collections import namedtuple
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
 
 import psycopg2.errors
 from psycopg2.extensions import connection as PgConnection  # noqa: N812
 from psycopg2.extensions import cursor as PgCursor  # noqa: N812
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, Numeric
 from sqlalchemy.dialects.postgresql.psycopg2 import PGExecutionContext_psycopg2
+from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.interfaces import ExecuteStyle
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 
 logger = logging.getLogger(__name__)
 
@@ -203,3 +213,134 @@ def prepare_marked_statements(engine: Engine) -> None:
     assert isinstance(engine.dialect.execution_ctx_cls, type)
     assert issubclass(engine.dialect.execution_ctx_cls, PGExecutionContext_psycopg2)
     engine.dialect.execution_ctx_cls = _PreparingContext
+
+
+# --- marked statements straight through the driver ----------------------------------
+_NO_VALUE = object()  # a bound parameter that takes its value from the call
+
+
+@dataclass(frozen=True, slots=True)
+class _Direct:
+    """A marked statement compiled once for the driver: its SQL, how each of its
+    parameters gets its value, and the class of its rows."""
+
+    sql: str
+    # (name in the SQL, key in the call's values, fixed value or _NO_VALUE, processor)
+    binds: tuple[tuple[str, str, Any, Callable[[Any], Any] | None], ...]
+    row: Callable[..., Any]
+    processors: tuple[Callable[[Any], Any] | None, ...] | None  # None: none at all
+
+    def values(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, key, fixed, process in self.binds:
+            value = params[key] if fixed is _NO_VALUE else params.get(key, fixed)
+            values[name] = value if process is None else process(value)
+        return values
+
+    def make_row(self, values: tuple[Any, ...]) -> Any:
+        if self.processors is not None:
+            values = tuple(
+                value if process is None else process(value)
+                for value, process in zip(values, self.processors, strict=True)
+            )
+        return self.row(*values)
+
+
+def _compile_direct(statement: Any, dialect: Dialect) -> _Direct | None:
+    """The statement as `first_row` runs it, or None where only SQLAlchemy's own execution
+    does it justice: values made in Python (a column default), parameters expanded or
+    rendered at execution (IN lists), numbers whose conversion depends on the type the
+    server sends, or rows whose keys are no plain names."""
+    if not statement.get_execution_options().get("todoapp_prepared"):
+        return None
+    compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    if (
+        compiled.positional
+        or compiled.insert_prefetch
+        or compiled.update_prefetch
+        or compiled.literal_execute_params
+        or compiled.post_compile_params
+        or not compiled._result_columns
+    ):
+        return None
+    processors = compiled._bind_processors
+    binds = []
+    for bind, name in compiled.bind_names.items():
+        if bind.expanding or bind.callable is not None:
+            return None
+        escaped = compiled.escaped_bind_names.get(name, name)
+        fixed = _NO_VALUE if bind.required else bind.value
+        process = cast(Callable[[Any], Any] | None, processors.get(escaped))
+        binds.append((escaped, bind.key, fixed, process))
+    keys = [column.keyname for column in compiled._result_columns]
+    try:
+        row = namedtuple("Row", keys)  # type: ignore[misc]
+    except ValueError:  # duplicate or unusable names
+        return None
+    if any(isinstance(column.type, Numeric) for column in compiled._result_columns):
+        return None  # its processor depends on the type the server sends, known only then
+    results = tuple(
+        column.type._cached_result_processor(dialect, None) for column in compiled._result_columns
+    )
+    return _Direct(
+        sql=compiled.string,
+        binds=tuple(binds),
+        row=row,
+        processors=results if any(results) else None,
+    )
+
+
+_directs: dict[tuple[int, int], tuple[Any, _Direct | None]] = {}
+
+
+def _direct(statement: Any, dialect: Dialect) -> _Direct | None:
+    key = (id(statement), id(dialect))
+    found = _directs.get(key)
+    if found is None or found[0] is not statement:
+        if len(_directs) >= MAX_STATEMENTS:
+            return None
+        # The statement is kept with its plan, so that its id is never another's.
+        found = _directs[key] = (statement, _compile_direct(statement, dialect))
+    return found[1]
+
+
+def first_row(db: Session | Connection, statement: Any, params: Mapping[str, Any]) -> Any:
+    """`db.execute(statement, params).first()` for a statement marked PREPARED: its first
+    row (attributes by column key, as SQLAlchemy's Row), or None.
+
+    On a Connection of an engine that prepares, in autocommit (Database.read and
+    Database.write_one), the statement goes straight to the driver's cursor, prepared as
+    PreparingCursor does, compiled once: no execution context, no cache key, no Result.
+    Errors are SQLAlchemy's as ever: a driver error is wrapped as Connection.execute
+    wraps it (DBAPIError), and a dead connection is invalidated with the pool's older
+    ones, so Database.read retries it the same way.
+    Anywhere else (SQLite, a Session, a transaction, an engine with event listeners, which
+    expect SQLAlchemy's execution context), SQLAlchemy runs it.
+    """
+    if (
+        type(db) is Connection
+        and db.dialect.execution_ctx_cls is _PreparingContext
+        and not (db._has_events or db.engine._has_events)
+    ):
+        driver = db.connection.dbapi_connection
+        direct = _direct(statement, db.dialect)
+        if direct is not None and driver is not None and driver.autocommit:
+            return _first_row(db, driver, direct, params)
+    return db.execute(statement, params).first()
+
+
+def _first_row(db: Connection, driver: Any, direct: _Direct, params: Mapping[str, Any]) -> Any:
+    values = direct.values(params)
+    cursor = driver.cursor()
+    try:
+        cursor.prepare_next = True
+        cursor.execute(direct.sql, values)
+        found = cursor.fetchone()
+    except db.dialect.loaded_dbapi.Error as error:
+        # As Connection.execute does: wrapped, the connection (and the pool's older ones)
+        # invalidated when it is dead.
+        db._handle_dbapi_exception(error, direct.sql, values, cursor, None)
+    finally:
+        cursor.close()  # a client-side cursor: no round trip, not even on a dead connection
+    return None if found is None else direct.make_row(found)

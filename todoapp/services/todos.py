@@ -31,7 +31,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from todoapp.errors import RESOURCE_CHANGED, NotFound, PreconditionFailed
 from todoapp.models import Todo, TodoCount, TodoTotal, User, UserSession, utcnow
-from todoapp.prepared import PREPARED
+from todoapp.prepared import PREPARED, first_row
 from todoapp.services import users
 from todoapp.services.paging import (
     Found,
@@ -267,11 +267,10 @@ def first_page_with_token_check() -> Select[*tuple[Any, ...]]:
     )
 
 
-def read_todo(db: Session | Connection, todo_id: int, *, caller: Caller) -> Row[*tuple[Any, ...]]:
+def read_todo(db: Session | Connection, todo_id: int, *, caller: Caller) -> Any:
     """The caller's todo (its columns and version), checking the caller in the same
     statement: NotAuthenticated, PermissionDenied or NotFound when there is none."""
-    row = db.execute(_READ_OWN, {**caller.params(), "todo_id": todo_id})
-    found = row.first()
+    found = first_row(db, _READ_OWN, {**caller.params(), "todo_id": todo_id})
     if found is None or (caller.verified_only and not found.is_verified):
         users.refuse_caller(db, caller)  # says why: 401 or 403
     assert found is not None
@@ -293,11 +292,11 @@ _READ_OWN = (
 )
 
 
-def create_todo(db: Connection, fields: dict[str, Any], *, caller: Caller) -> Row[*tuple[Any, ...]]:
+def create_todo(db: Connection, fields: dict[str, Any], *, caller: Caller) -> Any:
     """A new todo of the caller's, inserted by the statement that checks the caller: one
     statement, so run it with Database.write_one (committed as it runs)."""
     statement = _insert_checked(tuple(fields), caller.verified_only)
-    row = db.execute(statement, {**caller.params(), **_values(fields)}).first()
+    row = first_row(db, statement, {**caller.params(), **_values(fields)})
     if row is None:
         users.refuse_caller(db, caller)
     assert row is not None
@@ -353,7 +352,7 @@ def update_todo(
     caller: Caller,
     changes: dict[str, Any],
     expected_versions: Collection[int] | None = None,
-) -> Row[*tuple[Any, ...]]:
+) -> Any:
     """Apply `changes` in one statement, which also bumps the version and checks the
     caller (their token holds and the todo is theirs); the todo's row. One statement:
     run it with Database.write_one.
@@ -365,7 +364,7 @@ def update_todo(
     versions, versions_params = _versions(expected_versions)
     statement = _update_checked(tuple(changes), caller.verified_only, versions)
     params = {**caller.params(), **_values(changes), "todo_id": todo_id, **versions_params}
-    row = db.execute(statement, params).first()
+    row = first_row(db, statement, params)
     if row is None:
         _refuse_caller(db, todo_id, caller)
     return row
@@ -439,14 +438,15 @@ def delete_own_todo(
     versions, versions_params = _versions(expected_versions)
     statement = _delete_checked(caller.verified_only, versions)
     params = {**caller.params(), "todo_id": todo_id, **versions_params}
-    if db.execute(statement, params).rowcount == 0:
+    if first_row(db, statement, params) is None:
         _refuse_caller(db, todo_id, caller)
 
 
 @lru_cache(maxsize=8)
 def _delete_checked(verified_only: bool, versions: str) -> Any:
+    # RETURNING: whether a row went, as for the other writes (see prepared.first_row).
     return _prepared_unless_a_list(
-        delete(Todo).where(*_own_todo(verified_only, versions)), versions
+        delete(Todo).where(*_own_todo(verified_only, versions)).returning(Todo.id), versions
     )
 
 

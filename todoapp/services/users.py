@@ -36,7 +36,7 @@ from todoapp.errors import (
     PreconditionFailed,
 )
 from todoapp.models import Todo, User, UserSession, UtcDateTime
-from todoapp.prepared import PREPARED
+from todoapp.prepared import PREPARED, first_row
 from todoapp.services import mail, sessions
 from todoapp.services.paging import (
     Found,
@@ -177,12 +177,10 @@ _TOKEN_PROFILE = (
 )
 
 
-def profile_for_token(
-    db: Session | Connection, claims: security.TokenClaims
-) -> Row[*tuple[Any, ...]]:
+def profile_for_token(db: Session | Connection, claims: security.TokenClaims) -> Any:
     """user_for_token for GET /users/me: the account's shown columns and its version
     (the ETag's) as one row, from the statement that checks the token."""
-    row = db.execute(_TOKEN_PROFILE, token_params(claims)).first()
+    row = first_row(db, _TOKEN_PROFILE, token_params(claims))
     if row is None:
         raise NotAuthenticated(INVALID_TOKEN)
     return row
@@ -251,10 +249,10 @@ def user_id_for_token(
     return user_id
 
 
-def _token_user(db: Session | Connection, claims: security.TokenClaims) -> Row[*tuple[Any, ...]]:
+def _token_user(db: Session | Connection, claims: security.TokenClaims) -> Any:
     """The id, verification and role of the user a token holds for; NotAuthenticated
     when it does not hold (one statement: token_holds)."""
-    row = db.execute(_TOKEN_USER_ID, token_params(claims)).first()
+    row = first_row(db, _TOKEN_USER_ID, token_params(claims))
     if row is None:
         raise NotAuthenticated(INVALID_TOKEN)
     return row
