@@ -35,12 +35,10 @@ Rules it adds (checked when a route is declared, so a mistake fails at import):
   parameters, dependencies with a concurrency limit, an async route with a sync
   dependency.
 
-`app.dependency_overrides` works as FastAPI documents, through the same code as every
-request: each request follows the plan made for the overrides set at that moment (none,
-in production: the plan made when the route was declared). A plan for a set of
-overrides is made from the overridden tree, built as FastAPI builds it per request,
-with the original dependency's cache key (so what is shared within a request stays
-shared), and kept for as long as the same overrides are set.
+A planned route runs the dependencies it declares, and nothing else: nothing is looked
+up per request to replace one (FastAPI's replacements for tests are not consulted by
+it), so a request always takes the path production takes. Tests build the app as
+production does instead, with their own settings and database (tests/conftest.py).
 """
 
 import asyncio
@@ -81,7 +79,6 @@ from fastapi.dependencies.utils import (
     _is_json_field,
     _solve_generator,
     _validate_value_with_model_field,
-    get_dependant,
     request_body_to_args,
     request_params_to_args,
 )
@@ -121,8 +118,7 @@ class Unplannable(Exception):
 
 
 class AsyncUsesSync(Unplannable):
-    """An async dependency uses a plain `def` one: a mistake where a route declares it
-    (TypeError at import), FastAPI's way where an override makes it (a lambda, say)."""
+    """An async dependency uses a plain `def` one: a mistake (TypeError at import)."""
 
 
 def _kind(call: Callable[..., Any]) -> str:
@@ -166,7 +162,7 @@ class _Plan:
     empty: bool  # nothing to solve: no steps, parameters, body or special arguments
 
 
-def _plan(dependant: Dependant, owner: str, *, top: bool, overrides: Mapping[Any, Any]) -> _Plan:
+def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
     if dependant.websocket_param_name is not None:
         raise Unplannable("websocket")
     steps: list[_Step] = []
@@ -174,27 +170,12 @@ def _plan(dependant: Dependant, owner: str, *, top: bool, overrides: Mapping[Any
     for index, original in enumerate(dependant.dependencies):
         assert original.path is not None
         assert original.call is not None
-        replacement = overrides.get(original.call, original.call)
-        # As FastAPI's solve_dependencies does: an overridden dependency rebuilt from its
-        # override, keeping its name and scopes (what it uses is planned below, with
-        # the same overrides).
-        sub = (
-            original
-            if replacement is original.call
-            else get_dependant(
-                path=original.path,
-                call=replacement,
-                name=original.name,
-                parent_oauth_scopes=_get_oauth_scopes(dependant=original),
-                scope=original.scope,
-                concurrency=original.concurrency,
-            )
-        )
+        sub = original
         call = sub.call
         assert call is not None
         if sub.concurrency is not None:
             raise Unplannable("a dependency with a concurrency limit")
-        inner = _plan(sub, owner, top=False, overrides=overrides)
+        inner = _plan(sub, owner, top=False)
         kind = _kind(call)
         sync = kind in (_SYNC, _SYNC_GEN)
         if not sync and inner.deferred:
@@ -215,8 +196,7 @@ def _plan(dependant: Dependant, owner: str, *, top: bool, overrides: Mapping[Any
                 call=call,
                 kind=kind,
                 name=name,
-                # FastAPI's own cache key, worked out once, of the dependency as
-                # declared (an override is cached where the original would be).
+                # FastAPI's own cache key, worked out once.
                 key=_get_cache_key(dependant=original),
                 use_cache=original.use_cache,
                 function_scope=original.scope == "function",
@@ -552,46 +532,17 @@ class OneHopRoute(APIRoute):
         assert endpoint is not None
         owner = f"{sorted(route.methods)} {route.path}"
 
-        def handler_for(overrides: Mapping[Any, Any]) -> Callable[[Request], Any]:
-            try:
-                if _is_gen_callable(endpoint) or _is_async_gen_callable(endpoint):
-                    raise Unplannable("a streaming route")
-                plan = _plan(route.dependant, owner, top=True, overrides=overrides)
-                if _is_coroutine_callable(endpoint) and plan.deferred:
-                    raise Unplannable("an async route with a sync dependency")
-            except AsyncUsesSync as mistake:
-                if not overrides:  # declared so: a mistake, said at import
-                    raise TypeError(str(mistake)) from None
-                return fastapi_way
-            except Unplannable:
-                return fastapi_way
-            return _planned_handler(route, endpoint, plan)
-
-        declared = handler_for(_NO_OVERRIDES)
-        if declared is fastapi_way:
+        try:
+            if _is_gen_callable(endpoint) or _is_async_gen_callable(endpoint):
+                raise Unplannable("a streaming route")
+            plan = _plan(route.dependant, owner, top=True)
+            if _is_coroutine_callable(endpoint) and plan.deferred:
+                raise Unplannable("an async route with a sync dependency")
+        except AsyncUsesSync as mistake:  # declared so: a mistake, said at import
+            raise TypeError(str(mistake)) from None
+        except Unplannable:
             return fastapi_way
-        provider = route.dependency_overrides_provider
-        # The handler for each set of overrides seen, by the identity of each dependency
-        # and its override; the empty set's is the declared one. A kept handler's plan
-        # holds its overrides, so no other object can take their ids while it is kept.
-        handlers: dict[tuple[tuple[int, int], ...], Callable[[Request], Any]] = {(): declared}
-
-        async def handler(request: Request) -> Any:
-            overrides = _NO_OVERRIDES if provider is None else provider.dependency_overrides
-            key = tuple((id(original), id(override)) for original, override in overrides.items())
-            handler = handlers.get(key)
-            if handler is None:
-                if len(handlers) > _OVERRIDE_PLANS:
-                    handlers.clear()
-                    handlers[()] = declared
-                handler = handlers[key] = handler_for(overrides)
-            return await handler(request)
-
-        return handler
-
-
-_NO_OVERRIDES: Mapping[Any, Any] = {}
-_OVERRIDE_PLANS = 16  # plans kept per route for sets of overrides
+        return _planned_handler(route, endpoint, plan)
 
 
 def _planned_handler(
@@ -732,8 +683,8 @@ def include_routes(app: FastAPI, router: APIRouter) -> None:
     route in the last of five routers. Declared on the app's router, a route is
     matched once, as the routes of an app without routers are. Each route is declared
     again with everything it was declared with (the router's prefix, tags and
-    dependencies are already in it), so the OpenAPI document, the answers and
-    `app.dependency_overrides` stay as with include_router (tests/test_routing.py).
+    dependencies are already in it), so the OpenAPI document and the answers stay as
+    with include_router (tests/test_routing.py).
     The routes are those the router has now (include_router would also see routes
     added later); what it cannot carry over (a lifespan or event handlers of the
     router's own, frontend routes, streaming routes) is refused.
