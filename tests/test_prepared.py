@@ -188,7 +188,7 @@ def test_the_apps_marked_statements_all_run_prepared(
     assert fresh.unpreparable == set()
     # Each of them went straight through the driver (prepared.first_row): the SQL it
     # compiled for each is the SQL that was prepared.
-    direct = {plan.sql for _, plan in prepared._directs.values() if plan is not None}
+    direct = {plan.sql for _, _, plan in prepared._directs.values() if plan is not None}
     assert known <= direct
 
 
@@ -295,6 +295,8 @@ def test_first_row_leaves_to_sqlalchemy_what_it_cannot_run_itself(
     assert prepared._direct(a_list, engine.dialect) is None
     a_ratio = select((User.id / 2).label("half")).execution_options(**PREPARED)
     assert prepared._direct(a_ratio, engine.dialect) is None  # a Numeric, read by SQLAlchemy
+    with_values = MARKED.params(id=user_id)  # values kept on the statement
+    assert prepared._direct(with_values, engine.dialect) is None
     database = Database(engine)
     assert database.read(lambda c: prepared.first_row(c, unmarked, {"id": user_id})) == (user_id,)
     assert database.read(lambda c: prepared.first_row(c, a_list, {"ids": [user_id]})) == (user_id,)
@@ -353,6 +355,20 @@ def test_first_row_errors_are_sqlalchemys_and_a_dead_connection_is_read_again(
         other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
     again = database.read(lambda c: prepared.first_row(c, _BACKEND, {}).pid)
     assert again != pid
+
+    # A connection closed on this side: SQLAlchemy's disconnect, so the read runs again.
+    closed: list[bool] = []
+
+    def on_a_closed_connection(connection: Connection) -> Any:
+        if not closed:
+            closed.append(True)
+            driver = connection.connection.dbapi_connection
+            assert driver is not None
+            driver.close()
+        return prepared.first_row(connection, MARKED, {"id": user_id})
+
+    assert database.read(on_a_closed_connection) == (user_id, "pat")
+    assert closed == [True]
 
     # A write is never sent twice: a connection that dies under it is SQLAlchemy's error,
     # the connection invalidated (and the pool's older ones with it).

@@ -261,6 +261,7 @@ def _compile_direct(statement: Any, dialect: Dialect) -> _Direct | None:
         or compiled.update_prefetch
         or compiled.literal_execute_params
         or compiled.post_compile_params
+        or getattr(compiled, "_collected_params", None)  # values given by .params()
         or not compiled._result_columns
     ):
         return None
@@ -271,14 +272,14 @@ def _compile_direct(statement: Any, dialect: Dialect) -> _Direct | None:
             return None
         escaped = compiled.escaped_bind_names.get(name, name)
         fixed = _NO_VALUE if bind.required else bind.value
-        process = cast(Callable[[Any], Any] | None, processors.get(escaped))
+        process = cast(Callable[[Any], Any] | None, processors.get(name))
         binds.append((escaped, bind.key, fixed, process))
     keys = [column.keyname for column in compiled._result_columns]
     try:
         row = namedtuple("Row", keys)  # type: ignore[misc]
     except ValueError:  # duplicate or unusable names
         return None
-    if any(isinstance(column.type, Numeric) for column in compiled._result_columns):
+    if any(_numeric(column.type) for column in compiled._result_columns):
         return None  # its processor depends on the type the server sends, known only then
     results = tuple(
         column.type._cached_result_processor(dialect, None) for column in compiled._result_columns
@@ -291,18 +292,24 @@ def _compile_direct(statement: Any, dialect: Dialect) -> _Direct | None:
     )
 
 
-_directs: dict[tuple[int, int], tuple[Any, _Direct | None]] = {}
+def _numeric(type_: Any) -> bool:
+    affinity = type_._type_affinity  # a TypeDecorator's is its implementation's
+    return affinity is not None and issubclass(affinity, Numeric)
+
+
+_directs: dict[tuple[int, int], tuple[Any, Dialect, _Direct | None]] = {}
 
 
 def _direct(statement: Any, dialect: Dialect) -> _Direct | None:
     key = (id(statement), id(dialect))
     found = _directs.get(key)
-    if found is None or found[0] is not statement:
+    if found is None or found[0] is not statement or found[1] is not dialect:
         if len(_directs) >= MAX_STATEMENTS:
             return None
-        # The statement is kept with its plan, so that its id is never another's.
-        found = _directs[key] = (statement, _compile_direct(statement, dialect))
-    return found[1]
+        # Kept with its plan, the statement and dialect, so that their ids are never
+        # another's while the plan is here.
+        found = _directs[key] = (statement, dialect, _compile_direct(statement, dialect))
+    return found[2]
 
 
 def first_row(db: Session | Connection, statement: Any, params: Mapping[str, Any]) -> Any:
@@ -315,13 +322,13 @@ def first_row(db: Session | Connection, statement: Any, params: Mapping[str, Any
     Errors are SQLAlchemy's as ever: a driver error is wrapped as Connection.execute
     wraps it (DBAPIError), and a dead connection is invalidated with the pool's older
     ones, so Database.read retries it the same way.
-    Anywhere else (SQLite, a Session, a transaction, an engine with event listeners, which
-    expect SQLAlchemy's execution context), SQLAlchemy runs it.
+    Anywhere else (SQLite, a Session, a transaction, an engine or dialect with event
+    listeners, which expect SQLAlchemy's execution context), SQLAlchemy runs it.
     """
     if (
         type(db) is Connection
         and db.dialect.execution_ctx_cls is _PreparingContext
-        and not (db._has_events or db.engine._has_events)
+        and not (db._has_events or db.engine._has_events or db.dialect._has_events)
     ):
         driver = db.connection.dbapi_connection
         direct = _direct(statement, db.dialect)
@@ -332,15 +339,20 @@ def first_row(db: Session | Connection, statement: Any, params: Mapping[str, Any
 
 def _first_row(db: Connection, driver: Any, direct: _Direct, params: Mapping[str, Any]) -> Any:
     values = direct.values(params)
-    cursor = driver.cursor()
+    cursor = None
     try:
+        cursor = driver.cursor()
         cursor.prepare_next = True
         cursor.execute(direct.sql, values)
         found = cursor.fetchone()
-    except db.dialect.loaded_dbapi.Error as error:
-        # As Connection.execute does: wrapped, the connection (and the pool's older ones)
-        # invalidated when it is dead.
-        db._handle_dbapi_exception(error, direct.sql, values, cursor, None)
+    except BaseException as error:
+        # As Connection.execute does: a driver's error wrapped, the connection (and the
+        # pool's older ones) invalidated when it is dead or the thread is being stopped;
+        # anything else raised as it is.
+        if isinstance(error, db.dialect.loaded_dbapi.Error) or not isinstance(error, Exception):
+            db._handle_dbapi_exception(error, direct.sql, values, cursor, None)
+        raise
     finally:
-        cursor.close()  # a client-side cursor: no round trip, not even on a dead connection
+        if cursor is not None:
+            cursor.close()  # client-side: no round trip, not even on a dead connection
     return None if found is None else direct.make_row(found)
