@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, Select, create_engine, text
 
 from tests.conftest import create_pg_database, drop_pg_database, migrate
+from todoapp import fastlane
 from todoapp.database import database_url
 from todoapp.services import todos
 
@@ -122,7 +123,7 @@ def test_each_list_shape_reads_through_an_index(
 def test_the_fast_lanes_statement_reads_its_page_through_an_index(
     big_database: Engine, owner_id: int
 ) -> None:
-    statement = todos.first_page_with_token_check()
+    statement = fastlane.lane_statement()  # the statement the lane runs
     found = plan(
         big_database,
         statement,

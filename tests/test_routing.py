@@ -1,6 +1,7 @@
 """OneHopRoute (todoapp/routing.py): a plain def route and its plain def dependencies
 run in one worker thread, in order, each once; `yield` dependencies are left after the
-route, in that thread; FastAPI's overrides still work. The app's own routes use it:
+route, in that thread; FastAPI's overrides are not consulted by a planned route (a
+stream, served FastAPI's way, follows them). The app's own routes use it:
 see test_the_apps_sync_routes_take_one_thread_hop."""
 
 import asyncio

@@ -216,7 +216,7 @@ def on_loop_reads(database: Database, settings: Settings) -> OnLoopReads | None:
     engine = database.engine
     if engine.dialect.name != "postgresql" or settings.fast_lane_connections == 0:
         return None
-    statement = _times_as_json(first_page_with_token_check())
+    statement = lane_statement()
     first_page = PreparedStatement(
         "todoapp_first_page", str(statement.compile(dialect=engine.dialect))
     )
@@ -244,6 +244,12 @@ _UTC: ColumnElement[str] = literal_column("'UTC'")  # literals: the statement bi
 def _json_time(column: ColumnElement[Any], name: str) -> ColumnElement[Any]:
     written = func.to_char(func.timezone(_UTC, column), _FORMAT)
     return func.replace(written, _NO_FRACTION, _Z).label(name)
+
+
+def lane_statement() -> Select[Any]:
+    """The statement the lane runs: services.todos.first_page_with_token_check, its
+    timestamps written as the answer writes them."""
+    return _times_as_json(first_page_with_token_check())
 
 
 def _times_as_json(statement: Select[Any]) -> Select[Any]:

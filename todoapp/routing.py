@@ -169,13 +169,11 @@ def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
     deferred = False
     for index, original in enumerate(dependant.dependencies):
         assert original.path is not None
-        assert original.call is not None
-        sub = original
-        call = sub.call
+        call = original.call
         assert call is not None
-        if sub.concurrency is not None:
+        if original.concurrency is not None:
             raise Unplannable("a dependency with a concurrency limit")
-        inner = _plan(sub, owner, top=False)
+        inner = _plan(original, owner, top=False)
         kind = _kind(call)
         sync = kind in (_SYNC, _SYNC_GEN)
         if not sync and inner.deferred:
@@ -183,7 +181,7 @@ def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
                 f"{owner}: async dependency {getattr(call, '__name__', call)} uses a plain "
                 "def dependency; make it a plain def too (see todoapp/routing.py)"
             )
-        name = sub.name
+        name = original.name
         if name is None and sync and top:
             # A dependency without a name (`dependencies=[...]`) gets one, so that its
             # deferred call reaches the route's thread, which runs it.
@@ -192,7 +190,7 @@ def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
             raise Unplannable("a nameless sync dependency below the route")
         steps.append(
             _Step(
-                dependant=sub,
+                dependant=original,
                 call=call,
                 kind=kind,
                 name=name,
