@@ -306,8 +306,7 @@ def test_whole_second_and_far_timestamps_read_the_same_in_the_lane(
         )
     quick = real_client.get("/todos?limit=3", headers=headers)
     slow = real_client.get("/todos?limit=3&sort=id", headers=headers)
-    assert lane_calls == [quick.content]  # the lane's own answer, read on the loop
-    assert no_thread_reads == []
+    assert lane_calls == [quick.content]  # the lane's own answer
     assert quick.content == slow.content
     item = quick.json()["items"][1]
     assert (item["created_at"], item["updated_at"]) == (
