@@ -3,9 +3,9 @@ headers, and HEAD wherever GET is answered."""
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -112,7 +112,7 @@ class RequestContextMiddleware:
             elif name == b"content-type":
                 media_type = value.split(b";", 1)[0].strip().lower()
                 json_body = media_type == b"application/json" or media_type.endswith(b"+json")
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()  # 128 random bits, as a uuid4's
         id_header = (b"x-request-id", request_id.encode())
         status_holder = [500]
         started_response = [False]
@@ -167,24 +167,35 @@ class RequestContextMiddleware:
                 status_holder[0] = 500
                 await _send_json(send, 500, {"detail": "Internal Server Error"}, [id_header])
         finally:
-            duration_ms = (time.perf_counter() - started) * 1000
-            access_log.info(
-                "%s %s %d %.1fms %s",
-                loggable(scope["method"]),
-                loggable(path),
-                status_holder[0],
-                duration_ms,
-                request_id,
-                # The fields of a JSON line (LOG_FORMAT=json, see logs.py).
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "route": route_template(inner_scope),
-                    "status": status_holder[0],
-                    "duration_ms": round(duration_ms, 1),
-                },
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                duration_ms = (time.perf_counter() - started) * 1000
+                # Logger.info without its look for the caller's file and line (in no
+                # format of ours), one line a request.
+                record = access_log.makeRecord(
+                    access_log.name,
+                    logging.INFO,
+                    __file__,
+                    0,
+                    "%s %s %d %.1fms %s",
+                    (
+                        loggable(scope["method"]),
+                        loggable(path),
+                        status_holder[0],
+                        duration_ms,
+                        request_id,
+                    ),
+                    None,
+                    # The fields of a JSON line (LOG_FORMAT=json, see logs.py).
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route_template(inner_scope),
+                        "status": status_holder[0],
+                        "duration_ms": round(duration_ms, 1),
+                    },
+                )
+                access_log.handle(record)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole body, or None as soon as it passes the limit."""
