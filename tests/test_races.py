@@ -199,7 +199,8 @@ def test_every_admitted_request_gives_its_place_back(app_factory: Any) -> None:
     # once it is answered: a success, or a refusal after admission (404, 412, 422 from
     # the body, 401 for a token revoked meanwhile). The places are a BoundedSemaphore,
     # so a place given back twice would fail the request instead of passing unseen.
-    app = app_factory(worker_threads=3, fast_lane_connections=0)
+    # With METRICS_ENABLED, so that the in-use gauge (kept only then) is checked too.
+    app = app_factory(worker_threads=3, fast_lane_connections=0, metrics_enabled=True)
     with TestClient(app) as client:
         register(client, "placeholder")
         auth = {"Authorization": f"Bearer {login(client, 'placeholder')}"}

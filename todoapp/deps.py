@@ -91,8 +91,11 @@ async def get_session_source(request: Request) -> SessionSource:
     stack: AsyncExitStack = request.scope["fastapi_inner_astack"]  # before a place is taken
     if not await admit(state.admission, state.settings.db_pool_timeout):
         raise Unavailable(SERVER_BUSY)
-    metrics.THREADS_IN_USE.inc()
-    stack.callback(_let_go, state.admission)
+    if state.settings.metrics_enabled:  # the gauge is kept where /metrics shows it
+        metrics.THREADS_IN_USE.inc()
+        stack.callback(_let_go, state.admission)
+    else:
+        stack.callback(state.admission.release)
     source: SessionSource = state.session_source
     return source
 

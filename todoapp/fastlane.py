@@ -102,7 +102,8 @@ class TodoListFastLane:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/todos":
             body = await self._page(scope)
             if body is not None:
-                metrics.FAST_LANE_ANSWERS.inc()
+                if self.fastapi_app.state.settings.metrics_enabled:
+                    metrics.FAST_LANE_ANSWERS.inc()
                 scope["route"] = LANE_ROUTE  # for the access log and the metrics
                 await send(
                     {
@@ -164,10 +165,16 @@ class OnLoopReads:
     """
 
     def __init__(
-        self, reader: AsyncReader, statement: PreparedStatement, columns: list[str]
+        self,
+        reader: AsyncReader,
+        statement: PreparedStatement,
+        columns: list[str],
+        *,
+        counted: bool = True,
     ) -> None:
         self.reader = reader
         self.statement = statement
+        self.counted = counted  # the in-use gauge kept (METRICS_ENABLED: /metrics shows it)
         # The statement's columns are TodoOut's fields, in its order, then the total.
         if tuple(columns[: len(TODO_FIELDS)]) != TODO_FIELDS:
             raise TypeError(f"the lane's columns {columns} are not TodoOut's {TODO_FIELDS}")
@@ -176,7 +183,8 @@ class OnLoopReads:
     async def page(self, claims: security.TokenClaims, limit: int, offset: int) -> bytes | None:
         # One more row than the page tells whether a next page follows.
         params = {**token_params(claims), "limit": limit + 1, "offset": offset}
-        metrics.LANE_IN_USE.inc()
+        if self.counted:
+            metrics.LANE_IN_USE.inc()
         try:
             rows = await self.reader.fetch_all(self.statement, params)
         except ReadFailed as exc:
@@ -184,7 +192,8 @@ class OnLoopReads:
             metrics.FAST_LANE_HANDOVERS.labels("read_failed").inc()
             return None
         finally:
-            metrics.LANE_IN_USE.dec()
+            if self.counted:
+                metrics.LANE_IN_USE.dec()
         if not rows:
             metrics.FAST_LANE_HANDOVERS.labels("token").inc()
             return None  # the token no longer holds: the app answers 401
@@ -227,7 +236,8 @@ def on_loop_reads(database: Database, settings: Settings) -> OnLoopReads | None:
         prepared=(first_page,),
         pooler=settings.db_pooler == "transaction",
     )
-    return OnLoopReads(reader, first_page, [column.name for column in statement.selected_columns])
+    columns = [column.name for column in statement.selected_columns]
+    return OnLoopReads(reader, first_page, columns, counted=settings.metrics_enabled)
 
 
 # The timestamps of the lane's rows, written by PostgreSQL as pydantic writes them in JSON:
