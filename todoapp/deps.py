@@ -8,7 +8,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -91,13 +92,20 @@ async def get_session_source(request: Request) -> SessionSource:
     stack: AsyncExitStack = request.scope["fastapi_inner_astack"]  # before a place is taken
     if not await admit(state.admission, state.settings.db_pool_timeout):
         raise Unavailable(SERVER_BUSY)
-    if state.settings.metrics_enabled:  # the gauge is kept where /metrics shows it
-        metrics.THREADS_IN_USE.inc()
-        stack.callback(_let_go, state.admission)
-    else:
-        stack.callback(state.admission.release)
+    stack.callback(place_taken(state))
     source: SessionSource = state.session_source
     return source
+
+
+def place_taken(state: Any) -> Callable[[], None]:
+    """After `admit` gave a request its place at the database (the app's state holds
+    the places): the place noted in the in-use gauge, kept only with METRICS_ENABLED
+    (where /metrics shows it), and the call that gives it back."""
+    if not state.settings.metrics_enabled:
+        release: Callable[[], None] = state.admission.release
+        return release
+    metrics.THREADS_IN_USE.inc()
+    return partial(_let_go, state.admission)
 
 
 def _let_go(admission: asyncio.Semaphore) -> None:

@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from todoapp import metrics, security
 from todoapp.config import Settings
 from todoapp.database import Database
-from todoapp.deps import MAX_ID, admit
+from todoapp.deps import MAX_ID, admit, place_taken
 from todoapp.pages import TODO_FIELDS, page_json, page_json_of_rows, todo_page_json
 from todoapp.pg_async import AsyncReader, ReadFailed, reader_for
 from todoapp.prepared import PreparedStatement
@@ -144,7 +144,7 @@ class TodoListFastLane:
         if not await admit(admission, state.settings.db_pool_timeout):
             metrics.FAST_LANE_HANDOVERS.labels("read_failed").inc()
             return None
-        metrics.THREADS_IN_USE.inc()
+        let_go = place_taken(state)
         try:
             return await run_in_threadpool(
                 todo_page_json, state.session_source, claims, _DEFAULT_QUERY, Window(limit, offset)
@@ -153,8 +153,7 @@ class TodoListFastLane:
             metrics.FAST_LANE_HANDOVERS.labels("read_failed").inc()
             return None
         finally:
-            admission.release()
-            metrics.THREADS_IN_USE.dec()
+            let_go()
 
 
 class OnLoopReads:

@@ -51,7 +51,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 logger = logging.getLogger(__name__)
 
 # The execution option that marks a statement to be prepared: `.execution_options(**PREPARED)`.
-PREPARED = {"todoapp_prepared": True}
+_MARK = "todoapp_prepared"
+PREPARED = {_MARK: True}
 # Given to each connection of an engine that prepares: planned once, not per execution
 # (PostgreSQL's default would plan again whenever its estimates favour custom plans).
 PREPARED_OPTIONS = "-c plan_cache_mode=force_generic_plan"
@@ -195,9 +196,7 @@ class _PreparingContext(PGExecutionContext_psycopg2):
 
     def create_default_cursor(self) -> Any:
         cursor: Any = self._dbapi_connection.cursor()
-        if self.execute_style is ExecuteStyle.EXECUTE and self.execution_options.get(
-            "todoapp_prepared"
-        ):
+        if self.execute_style is ExecuteStyle.EXECUTE and self.execution_options.get(_MARK):
             cursor.prepare_next = True
         return cursor
 
@@ -251,7 +250,7 @@ def _compile_direct(statement: Any, dialect: Dialect) -> _Direct | None:
     does it justice: values made in Python (a column default), parameters expanded or
     rendered at execution (IN lists), numbers whose conversion depends on the type the
     server sends, or rows whose keys are no plain names."""
-    if not statement.get_execution_options().get("todoapp_prepared"):
+    if not statement.get_execution_options().get(_MARK):
         return None
     compiled = statement.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)

@@ -168,7 +168,6 @@ def _plan(dependant: Dependant, owner: str, *, top: bool) -> _Plan:
     steps: list[_Step] = []
     deferred = False
     for index, original in enumerate(dependant.dependencies):
-        assert original.path is not None
         call = original.call
         assert call is not None
         if original.concurrency is not None:
