@@ -19,6 +19,7 @@ from tests.conftest import (
 )
 from tests.test_todos import create
 from todoapp.models import Todo, User
+from todoapp.schemas import Page, TodoOut, UserOut
 
 ADMIN_ROUTES = [
     ("GET", "/admin/todos", None),
@@ -254,13 +255,15 @@ def test_admin_reads_check_the_caller_then_read_without_ping_or_transaction(
 ) -> None:
     # Database.read (autocommit, no pool ping): one statement checks the token and the
     # role, one reads; where AdminUser and a session cost a ping, BEGIN and ROLLBACK more.
+    # A list's page (and its total) is read by the statement that checks: one in all.
     client = committed_client
     alice, root = make_account(client, "alice"), make_account(client, "root")
     with Session(pg_backend.plain) as db:
         set_role(db, root.id, "admin")
     create(client, alice)
+    reads = 2 if "{id}" in path else 1
     path = path.format(id=alice.id)
-    for account, status, sent in ((root, 200, 2), (alice, 403, 1)):
+    for account, status, sent in ((root, 200, reads), (alice, 403, 1)):
         round_trips.clear()
         assert client.get(path, headers=account.headers).status_code == status
         assert len(round_trips.sent) == sent, round_trips.sent
@@ -288,3 +291,67 @@ def test_admin_reads_answer_401_then_422_then_403_then_404(
     assert (status(bad, alice.headers), status(missing, alice.headers)) == (422, 403)
     expected = 404 if "{id}" in path else 200
     assert (status(bad, admin.headers), status(missing, admin.headers)) == (422, expected)
+
+
+ADMIN_PAGES = [
+    "/admin/todos?limit=2",
+    "/admin/todos?limit=2&offset=2",
+    "/admin/todos?offset=50",  # past the end: no row, and still the total
+    "/admin/todos?owner_id={bob}&sort=-created_at&limit=1",
+    "/admin/todos?sort=-title&complete=false&limit=2",
+    "/admin/todos?q=MILK",  # a search: counted apart from the page
+    "/admin/todos?owner_id=999999",  # an owner with nothing
+    "/admin/users?limit=2",
+    "/admin/users?offset=50",
+    "/admin/users?role=user&is_active=true&limit=1",
+    "/admin/users?q=BO",
+]
+
+
+@pytest.mark.parametrize("path", ADMIN_PAGES)
+def test_admin_pages_are_what_the_page_models_write_with_their_totals(
+    client: TestClient, db: Session, admin: Account, alice: Account, bob: Account, path: str
+) -> None:
+    # The admin's check, the page and its total come from one statement, and the page is
+    # written from its rows without the models (pages.py): the same bytes as the models
+    # write, the same items and totals as reading the tables says.
+    create(client, alice, title="a1", priority=1)
+    create(client, bob, title="b1 milk", priority=2, complete=True)
+    create(client, alice, title="A2 Milk", priority=2)
+    create(client, bob, title="b2", priority=5)
+    response = client.get(path.format(bob=bob.id), headers=admin.headers)
+    assert response.status_code == 200
+    model = Page[TodoOut] if path.startswith("/admin/todos") else Page[UserOut]
+    written = model.model_validate_json(response.content).model_dump_json().encode()
+    assert response.content == written
+    page = response.json()
+    db.commit()  # what follows reads the tables as they are now
+    if path.startswith("/admin/todos"):
+        every = [
+            TodoOut.model_validate(todo).model_dump(mode="json")
+            for todo in db.scalars(select(Todo).order_by(Todo.id))
+        ]
+        mine = {
+            "/admin/todos?owner_id={bob}&sort=-created_at&limit=1": [
+                t for t in reversed(every) if t["owner_id"] == bob.id
+            ],
+            "/admin/todos?sort=-title&complete=false&limit=2": sorted(
+                (t for t in every if not t["complete"]), key=lambda t: t["title"].lower()
+            )[::-1],
+            "/admin/todos?q=MILK": [t for t in every if "milk" in t["title"].lower()],
+            "/admin/todos?owner_id=999999": [],
+        }.get(path, every)
+    else:
+        every = [
+            UserOut.model_validate(user).model_dump(mode="json")
+            for user in db.scalars(select(User).order_by(User.id))
+        ]
+        mine = {
+            "/admin/users?role=user&is_active=true&limit=1": [
+                u for u in every if u["role"] == "user"
+            ],
+            "/admin/users?q=BO": [u for u in every if "bo" in u["username"] + u["email"]],
+        }.get(path, every)
+    assert page["total"] == len(mine)
+    start = page["offset"]
+    assert page["items"] == mine[start : start + page["limit"]]

@@ -285,20 +285,17 @@ def test_first_row_leaves_to_sqlalchemy_what_it_cannot_run_itself(
     pg_backend: Backend, engine: Engine, fresh: prepared._Preparing
 ) -> None:
     user_id = _user(pg_backend)
-    unmarked = select(User.id).where(User.id == bindparam("id"))
     a_list = (
         select(User.id)
         .where(User.id.in_(bindparam("ids", expanding=True)))
         .execution_options(**PREPARED)
     )
-    assert prepared._direct(unmarked, engine.dialect) is None
     assert prepared._direct(a_list, engine.dialect) is None
     a_ratio = select((User.id / 2).label("half")).execution_options(**PREPARED)
     assert prepared._direct(a_ratio, engine.dialect) is None  # a Numeric, read by SQLAlchemy
     with_values = MARKED.params(id=user_id)  # values kept on the statement
     assert prepared._direct(with_values, engine.dialect) is None
     database = Database(engine)
-    assert database.read(lambda c: prepared.first_row(c, unmarked, {"id": user_id})) == (user_id,)
     assert database.read(lambda c: prepared.first_row(c, a_list, {"ids": [user_id]})) == (user_id,)
     # In a transaction, and in a Session: SQLAlchemy's own execution, unprepared.
     engine.dispose()  # a new connection, which prepared nothing yet
@@ -325,6 +322,44 @@ def test_first_row_leaves_to_sqlalchemy_what_it_cannot_run_itself(
         event.remove(engine, "before_cursor_execute", listen)
     assert seen[-1][1] is True
     assert "FROM users" in seen[-1][0]
+
+
+def test_all_rows_runs_any_statement_on_the_driver_and_prepares_only_a_marked_one(
+    pg_backend: Backend,
+    engine: Engine,
+    fresh: prepared._Preparing,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = _user(pg_backend)
+    with pg_backend.plain.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO users (email, username, hash_password, role) "
+                "VALUES ('q@example.com', 'quinn', 'x', 'user')"
+            )
+        )
+    unmarked = select(User.id, User.username).where(User.id >= bindparam("id")).order_by(User.id)
+    marked = unmarked.execution_options(**PREPARED)
+    database = Database(engine)
+    expected = database.read(lambda c: c.execute(unmarked, {"id": first}).all())
+    assert [row.username for row in expected] == ["pat", "quinn"]
+    _sqlalchemy_refused(monkeypatch)
+    engine.dispose()  # a new connection, which prepared nothing yet
+
+    def read(connection: Connection) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+        plain = prepared.all_rows(connection, unmarked, {"id": first})
+        assert _prepared_here(connection) == []  # run as it is: not prepared
+        prepared_rows = prepared.all_rows(connection, marked, {"id": first})
+        none = prepared.all_rows(connection, marked, {"id": first + 1000})
+        return plain, prepared_rows, none, _prepared_here(connection)
+
+    plain, prepared_rows, none, here = database.read(read)
+    assert plain == prepared_rows == expected
+    assert none == []
+    assert [row.username for row in plain] == ["pat", "quinn"]  # by column key
+    assert [(generic, custom) for _, generic, custom in here] == [(2, 0)]
+    # An unmarked statement by first_row: straight through as well, unprepared.
+    assert database.read(lambda c: prepared.first_row(c, unmarked, {"id": first})) == expected[0]
 
 
 def test_first_row_errors_are_sqlalchemys_and_a_dead_connection_is_read_again(

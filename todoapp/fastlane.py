@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import ColumnElement, Select, func, literal_column
+from sqlalchemy import Select
 from starlette.concurrency import run_in_threadpool
 
 from todoapp import metrics, security
@@ -31,8 +31,13 @@ from todoapp.deps import MAX_ID, admit, place_taken
 from todoapp.pages import TODO_FIELDS, page_json, page_json_of_rows, todo_page_json
 from todoapp.pg_async import AsyncReader, ReadFailed, reader_for
 from todoapp.prepared import PreparedStatement
-from todoapp.services.paging import Window
-from todoapp.services.todos import TodoQuery, cursor_after, first_page_with_token_check
+from todoapp.services.paging import Window, times_as_json
+from todoapp.services.todos import (
+    TIMESTAMPS,
+    TodoQuery,
+    cursor_after,
+    first_page_with_token_check,
+)
 from todoapp.services.users import token_params
 
 Scope = MutableMapping[str, Any]
@@ -239,32 +244,7 @@ def on_loop_reads(database: Database, settings: Settings) -> OnLoopReads | None:
     return OnLoopReads(reader, first_page, columns, counted=settings.metrics_enabled)
 
 
-# The timestamps of the lane's rows, written by PostgreSQL as pydantic writes them in JSON:
-# UTC as "Z", the fraction of a second in six digits, none when it is zero
-# ("2026-01-02T03:04:05.466500Z", "2026-01-02T03:04:05Z"). Read as text, they go into the
-# answer as they are: no datetime made from each and written back (about 40 a page).
-_TIMESTAMPS = ("created_at", "updated_at")
-_FORMAT: ColumnElement[str] = literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'""")
-_NO_FRACTION: ColumnElement[str] = literal_column("'.000000Z'")
-_Z: ColumnElement[str] = literal_column("'Z'")
-_UTC: ColumnElement[str] = literal_column("'UTC'")  # literals: the statement binds none
-
-
-def _json_time(column: ColumnElement[Any], name: str) -> ColumnElement[Any]:
-    written = func.to_char(func.timezone(_UTC, column), _FORMAT)
-    return func.replace(written, _NO_FRACTION, _Z).label(name)
-
-
 def lane_statement() -> Select[Any]:
     """The statement the lane runs: services.todos.first_page_with_token_check, its
     timestamps written as the answer writes them."""
-    return _times_as_json(first_page_with_token_check())
-
-
-def _times_as_json(statement: Select[Any]) -> Select[Any]:
-    return statement.with_only_columns(
-        *(
-            _json_time(column, column.name) if column.name in _TIMESTAMPS else column
-            for column in statement.selected_columns
-        )
-    )
+    return times_as_json(first_page_with_token_check(), TIMESTAMPS)

@@ -25,9 +25,10 @@ What it keeps to:
 
 The fast lane's reads (pg_async) use the same `PreparedStatement`.
 
-`first_row` runs a marked statement straight through the driver's cursor where it can
-(see there): its SQL compiled once, where SQLAlchemy's Connection.execute spends about
-35 us of Python a statement working out a cache key, an execution context and a result.
+`first_row` and `all_rows` run a statement straight through the driver's cursor where
+they can (see there), prepared if it is marked: its SQL compiled once, where SQLAlchemy's
+Connection.execute spends about 35 us of Python a statement working out a cache key, an
+execution context and a result.
 """
 
 import hashlib
@@ -214,16 +215,17 @@ def prepare_marked_statements(engine: Engine) -> None:
     engine.dialect.execution_ctx_cls = _PreparingContext
 
 
-# --- marked statements straight through the driver ----------------------------------
+# --- statements straight through the driver -----------------------------------------
 _NO_VALUE = object()  # a bound parameter that takes its value from the call
 
 
 @dataclass(frozen=True, slots=True)
 class _Direct:
-    """A marked statement compiled once for the driver: its SQL, how each of its
-    parameters gets its value, and the class of its rows."""
+    """A statement compiled once for the driver: its SQL, whether it is marked PREPARED,
+    how each of its parameters gets its value, and the class of its rows."""
 
     sql: str
+    prepared: bool
     # (name in the SQL, key in the call's values, fixed value or _NO_VALUE, processor)
     binds: tuple[tuple[str, str, Any, Callable[[Any], Any] | None], ...]
     row: Callable[..., Any]
@@ -246,12 +248,10 @@ class _Direct:
 
 
 def _compile_direct(statement: Any, dialect: Dialect) -> _Direct | None:
-    """The statement as `first_row` runs it, or None where only SQLAlchemy's own execution
-    does it justice: values made in Python (a column default), parameters expanded or
-    rendered at execution (IN lists), numbers whose conversion depends on the type the
-    server sends, or rows whose keys are no plain names."""
-    if not statement.get_execution_options().get(_MARK):
-        return None
+    """The statement as `first_row` and `all_rows` run it, or None where only SQLAlchemy's
+    own execution does it justice: values made in Python (a column default), parameters
+    expanded or rendered at execution (IN lists), numbers whose conversion depends on the
+    type the server sends, or rows whose keys are no plain names."""
     compiled = statement.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)
     if (
@@ -285,6 +285,7 @@ def _compile_direct(statement: Any, dialect: Dialect) -> _Direct | None:
     )
     return _Direct(
         sql=compiled.string,
+        prepared=bool(statement.get_execution_options().get(_MARK)),
         binds=tuple(binds),
         row=row,
         processors=results if any(results) else None,
@@ -312,38 +313,74 @@ def _direct(statement: Any, dialect: Dialect) -> _Direct | None:
 
 
 def first_row(db: Session | Connection, statement: Any, params: Mapping[str, Any]) -> Any:
-    """`db.execute(statement, params).first()` for a statement marked PREPARED: its first
-    row (attributes by column key, as SQLAlchemy's Row), or None.
+    """`db.execute(statement, params).first()`: the statement's first row (attributes by
+    column key, as SQLAlchemy's Row), or None.
 
     On a Connection of an engine that prepares, in autocommit (Database.read and
-    Database.write_one), the statement goes straight to the driver's cursor, prepared as
-    PreparingCursor does, compiled once: no execution context, no cache key, no Result.
-    Errors are SQLAlchemy's as ever: a driver error is wrapped as Connection.execute
-    wraps it (DBAPIError), and a dead connection is invalidated with the pool's older
-    ones, so Database.read retries it the same way.
+    Database.write_one), the statement goes straight to the driver's cursor, compiled
+    once (no execution context, no cache key, no Result), and if it is marked PREPARED,
+    prepared as PreparingCursor does. Errors are SQLAlchemy's as ever: a driver error is
+    wrapped as Connection.execute wraps it (DBAPIError), and a dead connection is
+    invalidated with the pool's older ones, so Database.read retries it the same way.
     Anywhere else (SQLite, a Session, a transaction, an engine or dialect with event
     listeners, which expect SQLAlchemy's execution context), SQLAlchemy runs it.
     """
+    on = _direct_on(db, statement)
+    if on is None:
+        return db.execute(statement, params).first()
+    found = _run(*on, params, _fetch_one)
+    return None if found is None else on[2].make_row(found)
+
+
+def all_rows(db: Session | Connection, statement: Any, params: Mapping[str, Any]) -> list[Any]:
+    """`db.execute(statement, params).all()`, straight through the driver where
+    first_row's is (see there)."""
+    on = _direct_on(db, statement)
+    if on is None:
+        return list(db.execute(statement, params).all())
+    make_row = on[2].make_row
+    return [make_row(row) for row in _run(*on, params, _fetch_all)]
+
+
+def _direct_on(db: Session | Connection, statement: Any) -> tuple[Connection, Any, _Direct] | None:
+    """The connection, its driver's connection and the statement as it runs straight
+    through them, or None where it cannot."""
     if (
-        type(db) is Connection
+        isinstance(db, Connection)
+        and type(db) is Connection
         and db.dialect.execution_ctx_cls is _PreparingContext
         and not (db._has_events or db.engine._has_events or db.dialect._has_events)
     ):
         driver = db.connection.dbapi_connection
-        direct = _direct(statement, db.dialect)
-        if direct is not None and driver is not None and driver.autocommit:
-            return _first_row(db, driver, direct, params)
-    return db.execute(statement, params).first()
+        if driver is not None and driver.autocommit:
+            direct = _direct(statement, db.dialect)
+            if direct is not None:
+                return db, driver, direct
+    return None
 
 
-def _first_row(db: Connection, driver: Any, direct: _Direct, params: Mapping[str, Any]) -> Any:
+def _fetch_one(cursor: Any) -> Any:
+    return cursor.fetchone()
+
+
+def _fetch_all(cursor: Any) -> Any:
+    return cursor.fetchall()
+
+
+def _run(
+    db: Connection,
+    driver: Any,
+    direct: _Direct,
+    params: Mapping[str, Any],
+    fetch: Callable[[Any], Any],
+) -> Any:
     values = direct.values(params)
     cursor = None
     try:
         cursor = driver.cursor()
-        cursor.prepare_next = True
+        cursor.prepare_next = direct.prepared
         cursor.execute(direct.sql, values)
-        found = cursor.fetchone()
+        return fetch(cursor)
     except BaseException as error:
         # As Connection.execute does: a driver's error wrapped, the connection (and the
         # pool's older ones) invalidated when it is dead or the thread is being stopped;
@@ -354,4 +391,3 @@ def _first_row(db: Connection, driver: Any, direct: _Direct, params: Mapping[str
     finally:
         if cursor is not None:
             cursor.close()  # client-side: no round trip, not even on a dead connection
-    return None if found is None else direct.make_row(found)

@@ -1,7 +1,7 @@
 """Todos: owner-scoped CRUD, filtering, search, sorting and paging."""
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal, NoReturn, cast
@@ -9,7 +9,6 @@ from typing import Any, Literal, NoReturn, cast
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Row,
     Select,
     String,
     Table,
@@ -28,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import Subquery
 
 from todoapp.errors import RESOURCE_CHANGED, NotFound, PreconditionFailed
 from todoapp.models import Todo, TodoCount, TodoTotal, User, UserSession, utcnow
@@ -41,6 +41,7 @@ from todoapp.services.paging import (
     like_pattern,
     make_cursor,
     read_cursor,
+    times_as_json,
 )
 from todoapp.services.users import Caller, commit, token_holds
 
@@ -206,21 +207,75 @@ def cursor_after(query: TodoQuery, row: Mapping[Any, Any]) -> str:
     return make_cursor(query.listing(), _key_of(query.sort, row))
 
 
+def _order_of(page: Subquery, sort: str) -> list[Any]:
+    """_order_by over a page's own columns (as _page selects them)."""
+    if sort == "id":
+        return [page.c.id.asc()]
+    if sort == "-id":
+        return [page.c.id.desc()]
+    if sort.startswith("-"):
+        return [page.c.sort_key.desc(), (-page.c.id).desc()]
+    return [page.c.sort_key.asc(), page.c.id.asc()]
+
+
+# The timestamps of todos as rows give them (see paging.times_as_json).
+TIMESTAMPS = ("created_at", "updated_at")
+
+
+@lru_cache(maxsize=1024)
+def _checked_statements(
+    sort: str,
+    owner: bool,
+    complete: bool,
+    priority: bool,
+    search: bool,
+    after_cursor: bool,
+    admin: bool,
+    postgresql: bool,
+) -> tuple[Select[*tuple[Any, ...]], Select[int] | None]:
+    """For one shape of query, built once: the page behind its caller's check (see
+    users.behind_token_check), and the count, unless the statement carries it already
+    (users.counted_in_page) or the page is a cursor's (never counted). On PostgreSQL the
+    page's timestamps come as the JSON text an answer writes (paging.times_as_json)."""
+    page, count = _statements(sort, owner, complete, priority, search, after_cursor)
+    folded = users.counted_in_page(after_cursor, search)
+    statement = users.behind_token_check(
+        page, lambda rows: _order_of(rows, sort), admin=admin, total=count if folded else None
+    )
+    if postgresql:
+        statement = times_as_json(statement, TIMESTAMPS)
+    if not (complete or priority or search):
+        statement = statement.execution_options(**PREPARED)  # planned alike for any values
+    return statement, None if folded or after_cursor else count
+
+
 def list_todos(
-    db: Session | Connection, query: TodoQuery, window: Window
-) -> Found[Row[*tuple[Any, ...]]]:
-    """One page of todos as rows (see paging.found for its total and next cursor).
+    db: Connection,
+    caller: Caller,
+    query: TodoQuery,
+    window: Window,
+    *,
+    admin: bool = False,
+) -> Found[Any]:
+    """One page of todos (see paging.found for its total and next cursor), the caller
+    checked in the same statement (users.checked_page: each row is led by the caller's
+    columns): the caller's own todos, or with `admin`, anyone's (query.owner_id's, if
+    given) for an admin.
 
     A cursor page starts right after the cursor's row (a keyset page): through an
     index, at the same cost whatever its depth.
     """
-    page, count = _statements(
+    if not admin:
+        query = replace(query, owner_id=caller.claims.user_id)
+    statement, count = _checked_statements(
         query.sort,
         query.owner_id is not None,
         query.complete is not None,
         query.priority is not None,
         bool(query.q),
         window.cursor is not None,
+        admin,
+        db.dialect.name == "postgresql",
     )
     params: dict[str, Any] = {
         "owner_id": query.owner_id,
@@ -232,13 +287,18 @@ def list_todos(
     if window.cursor is not None:
         key = read_cursor(window.cursor, query.listing(), 1 if query.sort in ("id", "-id") else 2)
         page_params.update(after_key=key[0], after_id=key[-1])
-    rows = db.execute(page, page_params).all()
-    return found(
-        rows,
-        window,
-        lambda row: cursor_after(query, row._mapping),
-        lambda: int(db.execute(count, params).scalar_one()),
+    counted = users.counted_in_page(window.cursor is not None, bool(query.q))
+    rows, total = users.checked_page(
+        db, statement, page_params, caller, admin=admin, counted=counted
     )
+
+    def count_all() -> int:
+        if total is not None:
+            return total
+        assert count is not None  # counted apart: a search (see _checked_statements)
+        return int(db.execute(count, params).scalar_one())
+
+    return found(rows, window, lambda row: cursor_after(query, row._asdict()), count_all)
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,6 @@
 """Accounts: registration, login, self-service, administration and demo data."""
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -19,11 +19,13 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import Subquery
 
 from todoapp import security
 from todoapp.errors import (
@@ -36,7 +38,7 @@ from todoapp.errors import (
     PreconditionFailed,
 )
 from todoapp.models import Todo, User, UserSession, UtcDateTime
-from todoapp.prepared import PREPARED, first_row
+from todoapp.prepared import PREPARED, all_rows, first_row
 from todoapp.services import mail, sessions
 from todoapp.services.paging import (
     Found,
@@ -258,6 +260,78 @@ def _token_user(db: Session | Connection, claims: security.TokenClaims) -> Any:
     return row
 
 
+# --- a list behind its caller's check: one statement ----------------------------------
+def behind_token_check(
+    page: Select[*tuple[Any, ...]],
+    order: Callable[[Subquery], list[Any]],
+    *,
+    admin: bool,
+    total: Select[Any] | None,
+) -> Select[Any]:
+    """A list's `page` statement (every value in it bound) and its caller's check in one
+    statement, with the list's `total` when it is given (counted once, not per row).
+
+    It gives no row when the token does not hold (token_holds); else the page's rows in
+    the page's own order (`order`, over the page's columns), each led by the caller's id,
+    role and verification (caller_id, caller_role, caller_verified) and ending in the
+    total. An empty page is one row whose page columns are NULL; so is the page of a
+    caller who is not an admin, with `admin`: it is not read for them. See checked_page.
+    """
+    rows = page.correlate(None).subquery("page")
+    columns: list[Any] = [
+        User.id.label("caller_id"),
+        User.role.label("caller_role"),
+        User.is_verified.label("caller_verified"),
+        *rows.c,
+    ]
+    if total is not None:
+        columns.append(total.correlate(None).scalar_subquery().label("total"))
+    return (
+        select(*columns)
+        .select_from(User)
+        .join(UserSession, UserSession.user_id == User.id)
+        .outerjoin(rows, User.role == "admin" if admin else true())
+        .where(*token_holds())
+        .order_by(*order(rows))
+    )
+
+
+def checked_page(
+    db: Session | Connection,
+    statement: Select[Any],
+    params: Mapping[str, Any],
+    caller: Caller,
+    *,
+    admin: bool,
+    counted: bool,
+) -> tuple[Sequence[Any], int | None]:
+    """Run a behind_token_check statement for `caller`, and give the page's rows (with
+    limit + 1 bound, one more than the page), led by the caller's columns, and the total
+    if the statement is `counted`, once the caller is checked: NotAuthenticated unless
+    the token holds, then PermissionDenied unless the caller is an admin (with `admin`)
+    and verified (if the caller must be)."""
+    rows = all_rows(db, statement, {**caller.params(), **params})
+    if not rows:
+        raise NotAuthenticated(INVALID_TOKEN)
+    first = rows[0]
+    if admin and first.caller_role != "admin":
+        raise PermissionDenied(ADMIN_REQUIRED)
+    if caller.verified_only and not first.caller_verified:
+        raise PermissionDenied(EMAIL_NOT_VERIFIED)
+    total: int | None = first.total if counted else None
+    return (() if first.id is None else rows), total
+
+
+CALLER_COLUMNS = 3  # how many of a checked page's columns lead each row: the caller's
+
+
+def counted_in_page(after_cursor: bool, search: bool) -> bool:
+    """Whether a list's statement carries its total (behind_token_check's `total`): not
+    on a cursor page, which is never counted, nor for a search, counted row by row and
+    only when the page does not tell the total itself (paging.found)."""
+    return not (after_cursor or search)
+
+
 def register(
     db: Session,
     *,
@@ -473,23 +547,31 @@ def _user_filters(role: bool, is_active: bool, search: bool) -> list[Any]:
 @lru_cache(maxsize=16)
 def _user_statements(
     role: bool, is_active: bool, search: bool, after_cursor: bool
-) -> tuple[Select[*tuple[Any, ...]], Select[int]]:
-    """The page and count statements for one shape of user listing, built once (values
-    are bound: limit, offset, after_id and the filters')."""
+) -> tuple[Select[*tuple[Any, ...]], Select[int] | None]:
+    """For one shape of user listing, built once (values are bound: limit, offset,
+    after_id and the filters'): the page behind its admin's check (behind_token_check),
+    and the count, unless the statement carries it already (see todos._checked_statements
+    for when it does)."""
     conditions = _user_filters(role, is_active, search)
     page = select(*_USER_COLUMNS).where(*conditions)
     if after_cursor:
         page = page.where(User.id > bindparam("after_id"))
     page = page.order_by(User.id).limit(bindparam("limit")).offset(bindparam("offset"))
-    return page, select(func.count()).select_from(User).where(*conditions)
+    count = select(func.count()).select_from(User).where(*conditions)
+    folded = counted_in_page(after_cursor, search)
+    statement = behind_token_check(
+        page, lambda rows: [rows.c.id], admin=True, total=count if folded else None
+    )
+    if not (role or is_active or search):
+        statement = statement.execution_options(**PREPARED)  # planned alike for any values
+    return statement, None if folded or after_cursor else count
 
 
-def list_users(
-    db: Session | Connection, query: UserQuery, window: Window
-) -> Found[Row[*tuple[Any, ...]]]:
-    """A page of users (their shown columns) in id order; a cursor page continues after
-    the cursor's id."""
-    page, count = _user_statements(
+def list_users(db: Connection, caller: Caller, query: UserQuery, window: Window) -> Found[Any]:
+    """A page of users (their shown columns, led by the caller's: see checked_page) in id
+    order, for an admin: the caller is checked in the same statement. A cursor page
+    continues after the cursor's id."""
+    statement, count = _user_statements(
         query.role is not None,
         query.is_active is not None,
         bool(query.q),
@@ -503,13 +585,16 @@ def list_users(
     page_params = {**params, "limit": window.limit + 1, "offset": window.offset}
     if window.cursor is not None:
         (page_params["after_id"],) = read_cursor(window.cursor, query.listing(), 1)
-    rows = db.execute(page, page_params).all()
-    return found(
-        rows,
-        window,
-        lambda user: make_cursor(query.listing(), [user.id]),
-        lambda: int(db.execute(count, params).scalar_one()),
-    )
+    counted = counted_in_page(window.cursor is not None, bool(query.q))
+    rows, total = checked_page(db, statement, page_params, caller, admin=True, counted=counted)
+
+    def count_all() -> int:
+        if total is not None:
+            return total
+        assert count is not None  # counted apart: a search (see _user_statements)
+        return int(db.execute(count, params).scalar_one())
+
+    return found(rows, window, lambda user: make_cursor(query.listing(), [user.id]), count_all)
 
 
 def get_user(db: Session | Connection, user_id: int) -> Row[*tuple[Any, ...]]:
