@@ -89,6 +89,7 @@ from fastapi.routing import (
     _DefaultLifespan,
     _effective_route_context_var,
     _extract_endpoint_context,
+    _get_scope_effective_route_context,
 )
 from fastapi.security import SecurityScopes
 from fastapi.utils import is_body_allowed_for_status_code
@@ -96,6 +97,7 @@ from starlette.background import BackgroundTasks
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import Scope
 
 _ASYNC, _ASYNC_GEN, _SYNC, _SYNC_GEN = "async", "async generator", "sync", "sync generator"
@@ -245,13 +247,28 @@ class _Params:
     """
 
     fields: tuple[ModelField, ...]
-    plain: tuple[tuple[ModelField, tuple[str, ...], str], ...] | None
+    # (field, request keys, location, its default when it is taken as it is, else _NONE)
+    plain: tuple[tuple[ModelField, tuple[str, ...], str, Any], ...] | None
+
+
+_NONE = object()
+# Defaults FastAPI's deepcopy gives back as they are: taken as they are when missing.
+_IMMUTABLE = (type(None), bool, int, float, str, bytes)
+
+
+def _as_is(field: ModelField) -> Any:
+    """The value a missing parameter takes, where FastAPI would take a deep copy of a
+    default it does not validate and the copy is the default itself; else _NONE."""
+    info = field.field_info
+    if info.is_required() or info.validate_default or info.default_factory is not None:
+        return _NONE
+    return info.default if type(info.default) in _IMMUTABLE else _NONE
 
 
 def _params(fields: list[ModelField]) -> _Params | None:
     if not fields:
         return None
-    plain: list[tuple[ModelField, tuple[str, ...], str]] = []
+    plain: list[tuple[ModelField, tuple[str, ...], str, Any]] = []
     for field in fields:
         info = field.field_info
         if (
@@ -262,7 +279,7 @@ def _params(fields: list[ModelField]) -> _Params | None:
         ):
             return _Params(tuple(fields), None)
         keys = tuple(key for _, key in _get_param_aliases(field))
-        plain.append((field, keys, info.in_.value))
+        plain.append((field, keys, info.in_.value, _as_is(field)))
     return _Params(tuple(fields), tuple(plain))
 
 
@@ -349,9 +366,12 @@ def _read(
         solving.errors.extend(errors)
         return
     found = {}
-    for field, keys, location in group.plain:
+    for field, keys, location, as_is in group.plain:
         key = keys[0] if len(keys) == 1 else next((k for k in keys if k in received), keys[0])
         value = received.get(key)
+        if value is None and as_is is not _NONE:
+            found[field.name] = as_is
+            continue
         read, errors = _validate_value_with_model_field(
             field=field,
             value=Undefined if value is None else value,
@@ -516,6 +536,24 @@ async def _read_body(request: Request, form: bool, strict_content_type: bool) ->
 
 class OneHopRoute(APIRoute):
     """An APIRoute solved by a plan made once; its sync work takes one thread hop."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head = self.path_format.partition("{")[0]  # what its paths all start with
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        # The router asks every route in turn (an admin list comes after twenty): a path
+        # that does not start with what comes before the route's first parameter cannot
+        # be the route's, said without its regular expression. Only where the route
+        # matches by its own path: no root_path to take off, no inclusion's context.
+        if (
+            not scope["path"].startswith(self.head)
+            and scope["type"] == "http"
+            and not scope.get("root_path")
+            and _get_scope_effective_route_context(scope) is None
+        ):
+            return Match.NONE, {}
+        return super().matches(scope)
 
     def get_route_handler(self) -> Callable[[Request], Any]:
         # As APIRoute does: a route included in a router is built with what the
