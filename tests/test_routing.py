@@ -301,6 +301,14 @@ PARITY_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
         {"content": b"{bad json", "headers": {"content-type": "application/json"}},
     ),
     ("POST", "/shelves/1/items", {"content": b"name=a", "headers": {"content-type": "text/plain"}}),
+    *(
+        (
+            "POST",
+            "/shelves/1/items",
+            {"content": b'{"name": "a", "size": 2}', "headers": {"content-type": kind}},
+        )
+        for kind in ("Application/JSON; charset=utf-8", "application/merge-patch+json", "text/json")
+    ),
     ("POST", "/shelves/1/items", {}),
     ("GET", "/shelves/1/items?limit=3&tags=a&tags=b", {"cookies": {"session": "s"}}),
     ("GET", "/shelves/1/items", {}),  # every default: the limit's, the cookie's

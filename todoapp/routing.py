@@ -55,6 +55,7 @@ from contextlib import (
 )
 from contextvars import Context, copy_context
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import anyio.to_thread
@@ -525,13 +526,19 @@ async def _read_body(request: Request, form: bool, strict_content_type: bool) ->
     content_type = request.headers.get("content-type")
     if not content_type:
         return await request.json() if not strict_content_type else body_bytes
+    return await request.json() if _is_json(content_type) else body_bytes
+
+
+@lru_cache(maxsize=64)
+def _is_json(content_type: str) -> bool:
+    """FastAPI's reading of a Content-Type as JSON (application/json or +json), worked
+    out once for each value clients send (a parse of the header each time otherwise)."""
     message = email.message.Message()
     message["content-type"] = content_type
-    if message.get_content_maintype() == "application":
-        subtype = message.get_content_subtype()
-        if subtype == "json" or subtype.endswith("+json"):
-            return await request.json()
-    return body_bytes
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
 
 
 class OneHopRoute(APIRoute):
