@@ -18,8 +18,10 @@ from tests.conftest import (
     set_role,
 )
 from tests.test_todos import create
+from todoapp import security
 from todoapp.models import Todo, User
 from todoapp.schemas import Page, TodoOut, UserOut
+from todoapp.services import todos, users
 
 ADMIN_ROUTES = [
     ("GET", "/admin/todos", None),
@@ -293,12 +295,76 @@ def test_admin_reads_answer_401_then_422_then_403_then_404(
     assert (status(bad, admin.headers), status(missing, admin.headers)) == (422, expected)
 
 
+def test_an_admin_list_reads_nothing_for_a_caller_who_is_not_an_admin(
+    committed_client: TestClient, pg_backend: Backend
+) -> None:
+    # The check and the page are one statement: for anyone but an admin, PostgreSQL
+    # reads neither the page nor its total (nothing to learn, not even from the time it
+    # takes). EXPLAIN ANALYZE of the statement itself, as an admin and as a user.
+    client = committed_client
+    alice, root = make_account(client, "alice"), make_account(client, "root")
+    with Session(pg_backend.plain) as db:
+        set_role(db, root.id, "admin")
+    for n in range(3):
+        create(client, alice, title=f"t{n}")
+    engine = client.app.state.database.engine  # type: ignore[attr-defined]
+    for listing in ("todos", "users"):
+        if listing == "todos":
+            statement, _ = todos._checked_statements(
+                "id", False, False, False, False, False, True, True
+            )
+            read = {"todos", "todo_totals"}
+        else:
+            statement, _ = users._user_statements(False, False, False, False)
+            read = {"users"}
+        compiled = statement.compile(dialect=engine.dialect)
+        seen = {}
+        for account in (root, alice):
+            claims = security.read_access_token(account.token)
+            assert claims is not None
+            params = {**compiled.params, **users.token_params(claims), "limit": 21, "offset": 0}
+            params.update(owner_id=None, complete=None, priority=None, pattern=None)
+            params.update(role=None, is_active=None)
+            with engine.connect() as connection:
+                plan = connection.exec_driver_sql(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled.string}", params
+                ).scalar_one()
+            seen[account.username] = sum(
+                node.get("Actual Rows", 0) * node.get("Actual Loops", 0)
+                for node in _nodes(plan[0]["Plan"])
+                if node.get("Relation Name") in read and node.get("Alias") != "caller"
+            )
+        # An admin's page reads rows of the listing; a user's reads only their own row.
+        own_row = 1 if listing == "users" else 0
+        assert seen["root"] > own_row + 1, (listing, seen)
+        assert seen["alice"] == own_row, (listing, seen)
+
+
+def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(found for child in node.get("Plans", []) for found in _nodes(child))]
+
+
+@pytest.mark.parametrize(("who", "status"), [("revoked", 401), ("alice", 403), ("admin", 422)])
+@pytest.mark.parametrize("path", ["/admin/todos", "/admin/users", "/todos"])
+def test_a_bad_cursor_is_422_only_once_the_caller_is_checked(
+    client: TestClient, alice: Account, admin: Account, path: str, who: str, status: int
+) -> None:
+    # As when the check was a statement of its own: 401, then 403, then the cursor.
+    revoked = make_account(client, "carol")
+    client.post("/auth/logout", headers=revoked.headers)
+    headers = {"revoked": revoked.headers, "alice": alice.headers, "admin": admin.headers}[who]
+    if path == "/todos" and who == "alice":
+        status = 422  # her own list: she may read it
+    response = client.get(f"{path}?cursor=not-a-cursor", headers=headers)
+    assert response.status_code == status, response.text
+
+
 ADMIN_PAGES = [
     "/admin/todos?limit=2",
     "/admin/todos?limit=2&offset=2",
     "/admin/todos?offset=50",  # past the end: no row, and still the total
     "/admin/todos?owner_id={bob}&sort=-created_at&limit=1",
-    "/admin/todos?sort=-title&complete=false&limit=2",
+    "/admin/todos?sort=-title&complete=false&limit=3",
     "/admin/todos?q=MILK",  # a search: counted apart from the page
     "/admin/todos?owner_id=999999",  # an owner with nothing
     "/admin/users?limit=2",
@@ -319,6 +385,7 @@ def test_admin_pages_are_what_the_page_models_write_with_their_totals(
     create(client, bob, title="b1 milk", priority=2, complete=True)
     create(client, alice, title="A2 Milk", priority=2)
     create(client, bob, title="b2", priority=5)
+    create(client, alice, title="B2", priority=3)  # a tie with bob's "b2" in title order
     response = client.get(path.format(bob=bob.id), headers=admin.headers)
     assert response.status_code == 200
     model = Page[TodoOut] if path.startswith("/admin/todos") else Page[UserOut]
@@ -335,9 +402,12 @@ def test_admin_pages_are_what_the_page_models_write_with_their_totals(
             "/admin/todos?owner_id={bob}&sort=-created_at&limit=1": [
                 t for t in reversed(every) if t["owner_id"] == bob.id
             ],
-            "/admin/todos?sort=-title&complete=false&limit=2": sorted(
-                (t for t in every if not t["complete"]), key=lambda t: t["title"].lower()
-            )[::-1],
+            # Descending titles, ties by id ascending (a stable sort keeps the id order).
+            "/admin/todos?sort=-title&complete=false&limit=3": sorted(
+                (t for t in every if not t["complete"]),
+                key=lambda t: t["title"].lower(),
+                reverse=True,
+            ),
             "/admin/todos?q=MILK": [t for t in every if "milk" in t["title"].lower()],
             "/admin/todos?owner_id=999999": [],
         }.get(path, every)
@@ -348,9 +418,16 @@ def test_admin_pages_are_what_the_page_models_write_with_their_totals(
         ]
         mine = {
             "/admin/users?role=user&is_active=true&limit=1": [
-                u for u in every if u["role"] == "user"
+                u for u in every if u["role"] == "user" and u["is_active"]
             ],
-            "/admin/users?q=BO": [u for u in every if "bo" in u["username"] + u["email"]],
+            "/admin/users?q=BO": [
+                u
+                for u in every
+                if any(
+                    "bo" in (u[name] or "").lower()
+                    for name in ("username", "email", "firstname", "lastname")
+                )
+            ],
         }.get(path, every)
     assert page["total"] == len(mine)
     start = page["offset"]

@@ -177,8 +177,19 @@ def test_the_apps_marked_statements_all_run_prepared(
     ):
         response = client.request(method, path, json=body, headers={**alice.headers, **extra})
         assert response.status_code == expected, (method, path, response.text)
+    # The lists' plain pages, offset and cursor, in each order (a descending cursor page
+    # compares with `-id` of its parameter, which PostgreSQL must be able to type).
+    for n in range(3):
+        client.post("/todos", json={"title": f"t{n}", "priority": n + 1}, headers=alice.headers)
+    for sort in ("id", "-id", "priority", "-priority", "title", "-title", "-created_at"):
+        first = client.get(f"/todos?sort={sort}&limit=1&offset=1", headers=alice.headers)
+        assert first.status_code == 200, first.text
+        cursor = first.json()["next_cursor"]
+        after = client.get(f"/todos?sort={sort}&limit=1&cursor={cursor}", headers=alice.headers)
+        assert after.status_code == 200, after.text
+        assert after.json()["items"][0]["id"] not in {t["id"] for t in first.json()["items"]}
     known = set(fresh.statements)
-    assert len(known) >= 6
+    assert len(known) >= 20
     current = client.get(f"/todos/{todo}", headers=alice.headers).headers["etag"]
     several = {"If-Match": f'"todo-{todo}-v99", {current}'}
     response = client.delete(f"/todos/{todo}", headers={**alice.headers, **several})

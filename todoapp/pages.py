@@ -21,7 +21,7 @@ from todoapp.services.paging import Found, Window
 from todoapp.services.todos import TodoQuery
 from todoapp.services.users import CALLER_COLUMNS, Caller, UserQuery
 
-_PAGE = TypeAdapter(Page[TodoOut])  # the envelope; its items are written as they are
+_PAGE = TypeAdapter(Page[TodoOut])  # writes page_json_of_rows' envelope (see there)
 
 
 def todo_page_json(
@@ -60,7 +60,8 @@ def _rows_page_json(fields: tuple[str, ...], page: Found[Any], window: Window) -
 def page_json(
     items: Sequence[Any], total: int | None, limit: int, offset: int, next_cursor: str | None
 ) -> bytes:
-    """A Page[TodoOut] as JSON bytes, from rows or mappings of the todo columns."""
+    """A Page[TodoOut] as JSON bytes, its items validated into TodoOut first (the
+    envelope of page_json_of_rows, and the lane's empty first page)."""
     page = {
         "items": items,
         "total": total,
@@ -105,5 +106,15 @@ def _written_as_is(model: type[BaseModel]) -> type[BaseModel]:
     return model
 
 
-TODO_FIELDS = tuple(_written_as_is(TodoOut).model_fields)  # the statements' columns, in order
-USER_FIELDS = tuple(_written_as_is(UserOut).model_fields)
+def _fields_of(model: type[BaseModel], columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The model's fields, refused (at import) unless they are the columns a page's
+    statement reads for its items, in the same order (_rows_page_json takes them by
+    position), and written as they are."""
+    fields = tuple(_written_as_is(model).model_fields)
+    if fields != columns:
+        raise TypeError(f"{model.__name__}'s fields {fields} are not the columns {columns}")
+    return fields
+
+
+TODO_FIELDS = _fields_of(TodoOut, todos.ITEM_COLUMNS)
+USER_FIELDS = _fields_of(UserOut, users.ITEM_COLUMNS)

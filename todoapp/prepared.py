@@ -6,8 +6,9 @@ server's time). A statement marked `PREPARED` (an execution option) is PREPAREd 
 each connection that runs it and EXECUTEd from then on: the server parses and plans it
 once (a generic plan: the options `PREPARED_OPTIONS` give the connection), and each run
 sends only its values. Only statements whose best plan does not depend on their values
-are marked: a row by its key, the token check. Pages and counts are planned for their
-values every time, as any statement is.
+are marked: a row by its key, the token check, a list's page with no filter (read by
+the sort's index whatever the values). Pages with filters and searches are planned for
+their values every time, as any statement is.
 
 What it keeps to:
 - only in autocommit (Database.read and Database.write_one): a PREPARE that fails there
@@ -346,7 +347,7 @@ def _direct_on(db: Session | Connection, statement: Any) -> tuple[Connection, An
     """The connection, its driver's connection and the statement as it runs straight
     through them, or None where it cannot."""
     if (
-        isinstance(db, Connection)
+        isinstance(db, Connection)  # a Connection itself, not a subclass's (below)
         and type(db) is Connection
         and db.dialect.execution_ctx_cls is _PreparingContext
         and not (db._has_events or db.engine._has_events or db.dialect._has_events)

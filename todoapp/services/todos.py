@@ -9,6 +9,7 @@ from typing import Any, Literal, NoReturn, cast
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Integer,
     Select,
     String,
     Table,
@@ -40,7 +41,6 @@ from todoapp.services.paging import (
     found,
     like_pattern,
     make_cursor,
-    read_cursor,
     times_as_json,
 )
 from todoapp.services.users import Caller, commit, token_holds
@@ -92,7 +92,8 @@ def _order_by(sort: str) -> list[Any]:
 
 def _after_cursor(sort: str) -> ColumnElement[bool]:
     """The rows after the cursor's row, in the order of `sort` (keyset paging)."""
-    after_id: BindParameter[int] = bindparam("after_id")
+    # Typed in the SQL: PostgreSQL cannot PREPARE `-$1` of a parameter it cannot type.
+    after_id: ColumnElement[int] = bindparam("after_id").cast(Integer)
     if sort == "id":
         return Todo.id > after_id
     if sort == "-id":
@@ -115,6 +116,7 @@ _COLUMNS = (
     Todo.created_at,
     Todo.updated_at,
 )
+ITEM_COLUMNS = tuple(column.key for column in _COLUMNS)  # a page's items' (schemas.TodoOut)
 
 
 def _page(
@@ -285,7 +287,8 @@ def list_todos(
     }
     page_params = {**params, "limit": window.limit + 1, "offset": window.offset}
     if window.cursor is not None:
-        key = read_cursor(window.cursor, query.listing(), 1 if query.sort in ("id", "-id") else 2)
+        size = 1 if query.sort in ("id", "-id") else 2
+        key = users.cursor_key(db, caller, window.cursor, query.listing(), size, admin=admin)
         page_params.update(after_key=key[0], after_id=key[-1])
     counted = users.counted_in_page(window.cursor is not None, bool(query.q))
     rows, total = users.checked_page(

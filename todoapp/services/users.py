@@ -13,6 +13,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -23,7 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import Subquery
 
@@ -32,6 +33,7 @@ from todoapp.errors import (
     RESOURCE_CHANGED,
     Conflict,
     InvalidInput,
+    InvalidQuery,
     NotAuthenticated,
     NotFound,
     PermissionDenied,
@@ -173,6 +175,7 @@ _USER_COLUMNS = (
     User.is_active,
     User.is_verified,
 )
+ITEM_COLUMNS = tuple(column.key for column in _USER_COLUMNS)  # a page's items' (UserOut)
 # Rows by their keys: planned once per connection (see prepared.py), as below.
 _TOKEN_PROFILE = (
     select(*_USER_COLUMNS, User.version).where(*token_holds()).execution_options(**PREPARED)
@@ -274,9 +277,14 @@ def behind_token_check(
     It gives no row when the token does not hold (token_holds); else the page's rows in
     the page's own order (`order`, over the page's columns), each led by the caller's id,
     role and verification (caller_id, caller_role, caller_verified) and ending in the
-    total. An empty page is one row whose page columns are NULL; so is the page of a
-    caller who is not an admin, with `admin`: it is not read for them. See checked_page.
+    total. An empty page is one row whose page columns are NULL. With `admin`, neither
+    the page nor the total is read for a caller who is not an admin (the page's rows
+    need the caller's admin role, checked once before any is read; the total is NULL):
+    they learn nothing of anyone's data, not even from how long the answer takes. See
+    checked_page.
     """
+    if admin:
+        page = page.where(_ADMIN_CALLER)
     rows = page.correlate(None).subquery("page")
     columns: list[Any] = [
         User.id.label("caller_id"),
@@ -285,15 +293,26 @@ def behind_token_check(
         *rows.c,
     ]
     if total is not None:
-        columns.append(total.correlate(None).scalar_subquery().label("total"))
+        counted = total.correlate(None).scalar_subquery()
+        columns.append((case((User.role == "admin", counted)) if admin else counted).label("total"))
     return (
         select(*columns)
         .select_from(User)
         .join(UserSession, UserSession.user_id == User.id)
-        .outerjoin(rows, User.role == "admin" if admin else true())
+        .outerjoin(rows, true())
         .where(*token_holds())
         .order_by(*order(rows))
     )
+
+
+# The caller (the token's user) is an admin: a condition of its own (one look-up by key,
+# made once per statement), so that a page is not read for anyone else.
+_CALLER_USER = aliased(User, name="caller")
+_ADMIN_CALLER = exists(
+    select(_CALLER_USER.id).where(
+        _CALLER_USER.id == bindparam("user_id"), _CALLER_USER.role == "admin"
+    )
+)
 
 
 def checked_page(
@@ -323,6 +342,28 @@ def checked_page(
 
 
 CALLER_COLUMNS = 3  # how many of a checked page's columns lead each row: the caller's
+
+
+def cursor_key(
+    db: Session | Connection,
+    caller: Caller,
+    cursor: str,
+    listing: Sequence[Scalar],
+    size: int,
+    *,
+    admin: bool = False,
+) -> list[Any]:
+    """paging.read_cursor for a list read behind its caller's check: a cursor this
+    listing did not give is InvalidQuery (422), but only once the caller is checked
+    (401, then 403, as the list's statement would have said first)."""
+    try:
+        return read_cursor(cursor, listing, size)
+    except InvalidQuery:
+        if admin:
+            admin_id_for_token(db, caller.claims)
+        else:
+            refuse_caller(db, caller)
+        raise
 
 
 def counted_in_page(after_cursor: bool, search: bool) -> bool:
@@ -584,7 +625,9 @@ def list_users(db: Connection, caller: Caller, query: UserQuery, window: Window)
     }
     page_params = {**params, "limit": window.limit + 1, "offset": window.offset}
     if window.cursor is not None:
-        (page_params["after_id"],) = read_cursor(window.cursor, query.listing(), 1)
+        (page_params["after_id"],) = cursor_key(
+            db, caller, window.cursor, query.listing(), 1, admin=True
+        )
     counted = counted_in_page(window.cursor is not None, bool(query.q))
     rows, total = checked_page(db, statement, page_params, caller, admin=True, counted=counted)
 
