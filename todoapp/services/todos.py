@@ -236,8 +236,8 @@ def _checked_statements(
     postgresql: bool,
 ) -> tuple[Select[*tuple[Any, ...]], Select[int] | None]:
     """For one shape of query, built once: the page behind its caller's check (see
-    users.behind_token_check), and the count, unless the statement carries it already
-    (users.counted_in_page) or the page is a cursor's (never counted). On PostgreSQL the
+    users.behind_token_check), and the count, unless the statement carries the total
+    already (users.counted_in_page; a cursor page's is never used). On PostgreSQL the
     page's timestamps come as the JSON text an answer writes (paging.times_as_json)."""
     page, count = _statements(sort, owner, complete, priority, search, after_cursor)
     folded = users.counted_in_page(after_cursor, search)
@@ -248,7 +248,7 @@ def _checked_statements(
         statement = times_as_json(statement, TIMESTAMPS)
     if not (complete or priority or search):
         statement = statement.execution_options(**PREPARED)  # planned alike for any values
-    return statement, None if folded or after_cursor else count
+    return statement, None if folded else count
 
 
 def list_todos(
@@ -290,17 +290,9 @@ def list_todos(
         size = 1 if query.sort in ("id", "-id") else 2
         key = users.cursor_key(db, caller, window.cursor, query.listing(), size, admin=admin)
         page_params.update(after_key=key[0], after_id=key[-1])
-    counted = users.counted_in_page(window.cursor is not None, bool(query.q))
-    rows, total = users.checked_page(
-        db, statement, page_params, caller, admin=admin, counted=counted
+    rows, count_all = users.checked_page(
+        db, statement, page_params, caller, admin=admin, count=count, count_params=params
     )
-
-    def count_all() -> int:
-        if total is not None:
-            return total
-        assert count is not None  # counted apart: a search (see _checked_statements)
-        return int(db.execute(count, params).scalar_one())
-
     return found(rows, window, lambda row: cursor_after(query, row._asdict()), count_all)
 
 

@@ -322,13 +322,15 @@ def checked_page(
     caller: Caller,
     *,
     admin: bool,
-    counted: bool,
-) -> tuple[Sequence[Any], int | None]:
-    """Run a behind_token_check statement for `caller`, and give the page's rows (with
-    limit + 1 bound, one more than the page), led by the caller's columns, and the total
-    if the statement is `counted`, once the caller is checked: NotAuthenticated unless
-    the token holds, then PermissionDenied unless the caller is an admin (with `admin`)
-    and verified (if the caller must be)."""
+    count: Select[Any] | None,
+    count_params: Mapping[str, Any],
+) -> tuple[Sequence[Any], Callable[[], int]]:
+    """Run a behind_token_check statement for `caller`, once the caller is checked:
+    NotAuthenticated unless the token holds, then PermissionDenied unless the caller is
+    an admin (with `admin`) and verified (if the caller must be). Gives the page's rows
+    (with limit + 1 bound, one more than the page), led by the caller's columns, and how
+    to count the list (paging.found's `count`): the total the statement carries, else
+    `count` run with `count_params` (a search's, counted apart)."""
     rows = all_rows(db, statement, {**caller.params(), **params})
     if not rows:
         raise NotAuthenticated(INVALID_TOKEN)
@@ -337,8 +339,15 @@ def checked_page(
         raise PermissionDenied(ADMIN_REQUIRED)
     if caller.verified_only and not first.caller_verified:
         raise PermissionDenied(EMAIL_NOT_VERIFIED)
-    total: int | None = first.total if counted else None
-    return (() if first.id is None else rows), total
+
+    def count_all() -> int:
+        if "total" in first._fields:
+            total: int = first.total
+            return total
+        assert count is not None  # a list that is counted carries its total or a count
+        return int(db.execute(count, count_params).scalar_one())
+
+    return (() if first.id is None else rows), count_all
 
 
 CALLER_COLUMNS = 3  # how many of a checked page's columns lead each row: the caller's
@@ -591,8 +600,7 @@ def _user_statements(
 ) -> tuple[Select[*tuple[Any, ...]], Select[int] | None]:
     """For one shape of user listing, built once (values are bound: limit, offset,
     after_id and the filters'): the page behind its admin's check (behind_token_check),
-    and the count, unless the statement carries it already (see todos._checked_statements
-    for when it does)."""
+    and the count, unless the statement carries the total already (counted_in_page)."""
     conditions = _user_filters(role, is_active, search)
     page = select(*_USER_COLUMNS).where(*conditions)
     if after_cursor:
@@ -605,7 +613,7 @@ def _user_statements(
     )
     if not (role or is_active or search):
         statement = statement.execution_options(**PREPARED)  # planned alike for any values
-    return statement, None if folded or after_cursor else count
+    return statement, None if folded else count
 
 
 def list_users(db: Connection, caller: Caller, query: UserQuery, window: Window) -> Found[Any]:
@@ -628,15 +636,9 @@ def list_users(db: Connection, caller: Caller, query: UserQuery, window: Window)
         (page_params["after_id"],) = cursor_key(
             db, caller, window.cursor, query.listing(), 1, admin=True
         )
-    counted = counted_in_page(window.cursor is not None, bool(query.q))
-    rows, total = checked_page(db, statement, page_params, caller, admin=True, counted=counted)
-
-    def count_all() -> int:
-        if total is not None:
-            return total
-        assert count is not None  # counted apart: a search (see _user_statements)
-        return int(db.execute(count, params).scalar_one())
-
+    rows, count_all = checked_page(
+        db, statement, page_params, caller, admin=True, count=count, count_params=params
+    )
     return found(rows, window, lambda user: make_cursor(query.listing(), [user.id]), count_all)
 
 
