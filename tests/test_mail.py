@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import (
     PASSWORD,
@@ -31,6 +32,7 @@ from tests.conftest import (
     settings_for_tests,
 )
 from tests.smtp import SmtpServer
+from todoapp import security
 from todoapp.config import Settings
 from todoapp.database import Database, database_url, make_engine
 from todoapp.main import create_app
@@ -246,6 +248,79 @@ def test_a_reset_token_works_once_and_a_422_does_not_use_it_up(
     for junk in ("x", "A" * 256, token[:-1]):
         answer = reset(client, junk)
         assert (answer.status_code, answer.json()) == (400, BAD_RESET)
+
+
+def test_a_bad_reset_token_costs_no_hashing(
+    app_with_mail: TestClient, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bcrypt is the costly part of a reset: a made-up, used or mistyped token must be
+    # turned away before it, or anyone could keep the hashing threads busy.
+    client = app_with_mail
+    register(client, "ada")
+    forgot(client, "ada@example.com")
+    token = reset_mail_for(smtp_server, "ada@example.com").token
+    hashed: list[str] = []
+    real_hash = security.hash_password
+
+    def counting_hash(password: str) -> str:
+        hashed.append(password)
+        return real_hash(password)
+
+    monkeypatch.setattr(security, "hash_password", counting_hash)
+    for junk in ("x", "A" * 256, token[:-1]):
+        answer = reset(client, junk)
+        assert (answer.status_code, answer.json()) == (400, BAD_RESET)
+    assert hashed == []
+    assert reset(client, token).status_code == 204
+    assert hashed == [NEW_PASSWORD]
+    answer = reset(client, token)  # used up now
+    assert (answer.status_code, answer.json()) == (400, BAD_RESET)
+    assert hashed == [NEW_PASSWORD]
+
+
+def test_a_reset_hashes_the_new_password_with_no_lock_held(
+    url: str, app_with_mail: TestClient, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While bcrypt runs (a quarter of a second in production), nothing of the reset's
+    # may be locked: not the account's row on PostgreSQL, not the write lock on SQLite,
+    # which every other writer would wait for.
+    client = app_with_mail
+    register(client, "ada")
+    forgot(client, "ada@example.com")
+    token = reset_mail_for(smtp_server, "ada@example.com").token
+    others_could_write: list[bool] = []
+    real_hash = security.hash_password
+
+    def hash_while_another_writes(password: str) -> str:
+        others_could_write.append(_can_lock_the_account_row(url, "ada"))
+        return real_hash(password)
+
+    monkeypatch.setattr(security, "hash_password", hash_while_another_writes)
+    assert reset(client, token).status_code == 204
+    assert others_could_write == [True]
+    assert login(client, "ada", NEW_PASSWORD)
+
+
+def _can_lock_the_account_row(url: str, username: str) -> bool:
+    """Whether another connection can take a write lock on the user's row at once."""
+    sqlite = url.startswith("sqlite")
+    engine = create_engine(database_url(url), connect_args={"timeout": 0} if sqlite else {})
+    try:
+        with engine.connect() as connection:
+            if sqlite:  # one writer at a time: the database's write lock
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                connection.exec_driver_sql("SET lock_timeout = '50ms'")
+                connection.execute(
+                    text("SELECT id FROM users WHERE username = :name FOR UPDATE"),
+                    {"name": username},
+                )
+            connection.rollback()
+        return True
+    except OperationalError:  # busy (SQLite) or the lock timed out (PostgreSQL)
+        return False
+    finally:
+        engine.dispose()
 
 
 def test_a_reset_token_expires(url: str, smtp_server: SmtpServer) -> None:

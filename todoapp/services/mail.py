@@ -73,6 +73,16 @@ def _bound_to(purpose: str, user: User) -> str:
     return security.digest(user.hash_password if purpose == PASSWORD_RESET else user.email.lower())
 
 
+def check_token(db: Session, *, purpose: str, token: str, valid_for: timedelta) -> None:
+    """InvalidInput unless use_token would take this token now; locks and changes nothing.
+
+    For work that must not run inside the token's transaction (a reset's new password is
+    hashed before it starts, see users.reset_password): a bad token costs no more than
+    this read, and use_token checks everything again under its locks.
+    """
+    _usable(db, purpose=purpose, token=token, valid_for=valid_for, lock=False)
+
+
 def use_token(db: Session, *, purpose: str, token: str, valid_for: timedelta) -> User:
     """Use a token up and return its account, locked; InvalidInput for any bad token.
 
@@ -80,16 +90,37 @@ def use_token(db: Session, *, purpose: str, token: str, valid_for: timedelta) ->
     same purpose for the account, bound to a password or address that has changed
     since, or (a reset) of a disabled account. The caller commits.
     """
-    refusal = InvalidInput(INVALID_RESET if purpose == PASSWORD_RESET else INVALID_VERIFICATION)
-    if not token or len(token) > MAX_TOKEN_LENGTH:
-        raise refusal
-    row = db.scalar(
-        select(MailToken)
-        .where(MailToken.token_hash == security.digest(token), MailToken.purpose == purpose)
-        .with_for_update()
+    row, user = _usable(db, purpose=purpose, token=token, valid_for=valid_for, lock=True)
+    # Conditional, so that of two requests racing with one token only one wins.
+    used = db.execute(
+        update(MailToken)
+        .where(MailToken.id == row.id, MailToken.used_at.is_(None))
+        .values(used_at=utcnow())
     )
+    if used.rowcount != 1:  # type: ignore[attr-defined]
+        raise _refusal(purpose)
+    return user
+
+
+def _refusal(purpose: str) -> InvalidInput:
+    return InvalidInput(INVALID_RESET if purpose == PASSWORD_RESET else INVALID_VERIFICATION)
+
+
+def _usable(
+    db: Session, *, purpose: str, token: str, valid_for: timedelta, lock: bool
+) -> tuple[MailToken, User]:
+    """The token's row and its account, read afresh (and locked, with `lock`), when the
+    token may be used (see use_token); else InvalidInput."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise _refusal(purpose)
+    query = select(MailToken).where(
+        MailToken.token_hash == security.digest(token), MailToken.purpose == purpose
+    )
+    if lock:
+        query = query.with_for_update()
+    row = db.scalar(query.execution_options(populate_existing=True))
     if row is None or row.used_at is not None or row.created_at <= utcnow() - valid_for:
-        raise refusal
+        raise _refusal(purpose)
     newer = db.scalar(
         select(MailToken.id)
         .where(
@@ -99,20 +130,12 @@ def use_token(db: Session, *, purpose: str, token: str, valid_for: timedelta) ->
         )
         .limit(1)
     )
-    user = db.get(User, row.user_id, with_for_update=True, populate_existing=True)
+    user = db.get(User, row.user_id, with_for_update=lock or None, populate_existing=True)
     if newer is not None or user is None or _bound_to(purpose, user) != row.bound_to:
-        raise refusal
+        raise _refusal(purpose)
     if purpose == PASSWORD_RESET and not user.is_active:
-        raise refusal
-    # Conditional, so that of two requests racing with one token only one wins.
-    used = db.execute(
-        update(MailToken)
-        .where(MailToken.id == row.id, MailToken.used_at.is_(None))
-        .values(used_at=utcnow())
-    )
-    if used.rowcount != 1:  # type: ignore[attr-defined]
-        raise refusal
-    return user
+        raise _refusal(purpose)
+    return row, user
 
 
 # --- what the delivery worker does --------------------------------------------------

@@ -493,10 +493,11 @@ def update_profile(
     return user
 
 
-def _replace_password(db: Session, user: User, new: str, reason: str) -> None:
-    """Set a new password and end every session and token of the account: the one
-    path of a password change and a password reset. The caller commits."""
-    user.hash_password = security.hash_password(new)
+def _replace_password(db: Session, user: User, new_hash: str, reason: str) -> None:
+    """Set a new password's hash (made outside any transaction: see _end_transaction)
+    and end every session and token of the account: the one path of a password change
+    and a password reset. The caller commits."""
+    user.hash_password = new_hash
     end_all_sessions(db, user, reason)
 
 
@@ -510,15 +511,24 @@ def change_password(
         ok, _ = security.verify_password(current, user.hash_password)
         if not ok:
             raise InvalidInput("current password is incorrect")
-    _replace_password(db, user, new, sessions.PASSWORD_CHANGE)
+    _replace_password(db, user, security.hash_password(new), sessions.PASSWORD_CHANGE)
     commit(db)
 
 
 def reset_password(db: Session, *, token: str, new: str, valid_for: timedelta) -> User:
     """Set the password of the account a reset token was mailed to; the token is used
-    up. InvalidInput (400) for any token that does not hold."""
+    up. InvalidInput (400) for any token that does not hold.
+
+    The token is checked first, so that a bad one costs no hashing; the new password is
+    hashed between two transactions, so that no lock (the account's row, SQLite's
+    write lock) waits for bcrypt; then the token is used up, checked again under its
+    locks, and the hash set, in one transaction.
+    """
+    mail.check_token(db, purpose=mail.PASSWORD_RESET, token=token, valid_for=valid_for)
+    _end_transaction(db)
+    new_hash = security.hash_password(new)
     user = mail.use_token(db, purpose=mail.PASSWORD_RESET, token=token, valid_for=valid_for)
-    _replace_password(db, user, new, sessions.PASSWORD_RESET)
+    _replace_password(db, user, new_hash, sessions.PASSWORD_RESET)
     commit(db)
     return user
 
