@@ -8,6 +8,7 @@ short worker intervals set through the settings.
 
 import hashlib
 import logging
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -321,6 +322,29 @@ def _can_lock_the_account_row(url: str, username: str) -> bool:
         return False
     finally:
         engine.dispose()
+
+
+def test_in_development_without_smtp_each_mail_is_one_log_line_with_a_working_link(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # README, "Seeing the mails locally": no SMTP_HOST in development, and the mail's
+    # text goes to the log, link included, on one line like every other record.
+    settings = settings_for_tests(
+        database_url=url, environment="development", smtp_host=None, mail_poll_seconds=0.05
+    )
+    with caplog.at_level(logging.INFO, logger="todoapp.mail"), serving(settings) as client:
+        register(client, "ada")
+        wait_until_settled(url)
+        lines = [r.getMessage() for r in caplog.records if r.name == "todoapp.mail"]
+        mails = [line for line in lines if line.startswith("mail (development, not sent)")]
+        assert len(mails) == 1, lines
+        assert "\n" not in mails[0]
+        assert "to ada@example.com, subject 'Verify your email address for todoapp'" in mails[0]
+        link = re.search(r"http://127\.0\.0\.1:8000/#/verify-email\?token=(\S+)", mails[0])
+        assert link is not None, mails[0]
+        answer = client.post("/auth/verify", json={"token": link[1]})
+        assert (answer.status_code, answer.json()["is_verified"]) == (200, True), answer.text
+    assert query(url, "SELECT is_verified FROM users WHERE username = 'ada'") == [(True,)]
 
 
 def test_a_reset_token_expires(url: str, smtp_server: SmtpServer) -> None:

@@ -88,16 +88,17 @@ class SmtpTransport:
 
 
 class LogTransport:
-    """Development without SMTP_HOST: each mail goes to the log, link included."""
+    """Development without SMTP_HOST: each mail goes to the log, link included, as one
+    line (its text's lines joined by spaces), as every log record is."""
 
     def send(self, message: EmailMessage) -> None:
         text = message.get_body(preferencelist=("plain",))
         content = text.get_content() if text is not None else ""
         logger.info(
-            "mail (development, not sent) to %s, subject %r:\n%s",
+            "mail (development, not sent) to %s, subject %r: %s",
             message["To"],
             message["Subject"],
-            content,
+            " ".join(content.split()),
         )
 
     def close(self) -> None:
