@@ -8,7 +8,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: run test test-sqlite lint chromium serve bench bench-growth soak e2e clean cluster
 
-# Debian's packages that the tests (PgBouncer, Chromium), `make cluster` and `make soak` run.
+# Debian's packages that the tests (PgBouncer, Chromium, openssl), `make cluster` and `make soak` run.
 APT_INSTALL = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y
 
@@ -43,11 +43,13 @@ lint: $(VENV)/.dev
 ## naming a folder with initdb and pg_ctl); with neither, it stops at once saying so.
 test: lint chromium
 	@command -v pgbouncer >/dev/null || { $(APT_INSTALL) pgbouncer; }
+	@command -v openssl >/dev/null || { $(APT_INSTALL) openssl; }
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 ## test-sqlite: lint, then the SQLite half alone (--sqlite-only): every test that needs
 ## PostgreSQL is deselected (the header says so), none runs and fails or skips for lack of it
 test-sqlite: lint chromium
+	@command -v openssl >/dev/null || { $(APT_INSTALL) openssl; }
 	$(BIN)/pytest -n 2 --dist loadgroup --sqlite-only
 
 ## chromium: Debian's Chromium for the browser tests and `make e2e`, installed when missing

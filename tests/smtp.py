@@ -1,17 +1,21 @@
 """A real SMTP server for the tests: aiosmtpd on a free local port, in its own thread.
 
 It can be stopped and started again on the same port (an SMTP server that is down for
-a while), made to refuse every mail with a 451, or made slow.
+a while), made to refuse every mail with a 451, or made slow; with a TLS context it
+speaks TLS, after STARTTLS (required before anything else) or from the first byte.
 """
 
 import asyncio
 import email
 import email.policy
 import re
+import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -22,6 +26,7 @@ class Received:
     envelope_from: str
     envelope_to: list[str]
     message: EmailMessage
+    over_tls: bool = False
 
     @property
     def to(self) -> str:
@@ -50,8 +55,33 @@ class Received:
         return found.group(1)
 
 
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (openssl), as PEM files."""
+    certificate, key = folder / "smtp-cert.pem", folder / "smtp-key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", str(key), "-out", str(certificate), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return certificate, key
+
+
+def tls_context(certificate: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    return context
+
+
 class SmtpServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, implicit_tls: bool = False) -> None:
+        # With `tls`: STARTTLS is offered and required first (or, with `implicit_tls`,
+        # every connection is TLS from the start), and AUTH only ever over TLS.
+        self.tls = tls
+        self.implicit_tls = implicit_tls
         self.received: list[Received] = []
         self.refuse = False
         self.delay = 0.0
@@ -67,7 +97,7 @@ class SmtpServer:
 
     # aiosmtpd calls handle_DATA on the handler object: this one.
     async def handle_DATA(  # noqa: N802 - the name aiosmtpd calls
-        self, _server: SMTP, _session: Session, envelope: Envelope
+        self, server: SMTP, _session: Session, envelope: Envelope
     ) -> str:
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -78,8 +108,10 @@ class SmtpServer:
         message = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         with self._changed:
+            transport = server.transport
+            over_tls = transport is not None and transport.get_extra_info("ssl_object") is not None
             self.received.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), message)
+                Received(str(envelope.mail_from), list(envelope.rcpt_tos), message, over_tls)
             )
             self._changed.notify_all()
         return "250 OK"
@@ -96,15 +128,22 @@ class SmtpServer:
         return AuthResult(success=True)
 
     def _protocol(self) -> SMTP:
+        starttls = self.tls is not None and not self.implicit_tls
+        tls_options: dict[str, Any] = (
+            {"tls_context": self.tls, "require_starttls": True} if starttls else {}
+        )
         if self.credentials is None:
-            return SMTP(self, hostname="smtp.test", loop=self._loop)
+            return SMTP(self, hostname="smtp.test", loop=self._loop, **tls_options)
         return SMTP(
             self,
             hostname="smtp.test",
             loop=self._loop,
             authenticator=self._authenticate,
             auth_required=True,
-            auth_require_tls=False,
+            # Over plain text only in the plain tests. (Implicit TLS: aiosmtpd does not see
+            # that the connection is TLS, so it would never offer AUTH.)
+            auth_require_tls=starttls,
+            **tls_options,
         )
 
     def _run(self, coroutine: Any) -> Any:
@@ -118,6 +157,7 @@ class SmtpServer:
                 self._protocol,
                 "127.0.0.1",
                 self.port,
+                ssl=self.tls if self.implicit_tls else None,
             )
 
         self._server = self._run(listen())

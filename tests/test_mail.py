@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +33,7 @@ from tests.conftest import (
     register,
     settings_for_tests,
 )
-from tests.smtp import SmtpServer
+from tests.smtp import SmtpServer, make_certificate, tls_context
 from todoapp import security
 from todoapp.config import Settings
 from todoapp.database import Database, database_url, make_engine
@@ -475,6 +476,106 @@ def test_the_worker_logs_in_to_the_smtp_server_when_a_username_is_set(
     assert smtp_server.logins == ["mailer"]
 
 
+@pytest.fixture(scope="session")
+def smtp_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, and its key."""
+    return make_certificate(tmp_path_factory.mktemp("smtp-tls"))
+
+
+@contextmanager
+def tls_smtp_server(certificate: tuple[Path, Path], *, implicit: bool) -> Iterator[SmtpServer]:
+    """An SMTP server that speaks TLS (after STARTTLS, or from the start) and wants a login."""
+    server = SmtpServer(tls=tls_context(*certificate), implicit_tls=implicit)
+    server.credentials = ("mailer", "mail-secret")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_the_worker_speaks_tls_to_a_server_whose_certificate_it_trusts(
+    url: str,
+    smtp_certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    security: str,
+) -> None:
+    # SMTP_SECURITY=starttls (the default) upgrades the connection before it logs in;
+    # ssl is TLS from the first byte. The certificate is checked against the trusted
+    # authorities: here the test's own, through OpenSSL's SSL_CERT_FILE.
+    monkeypatch.setenv("SSL_CERT_FILE", str(smtp_certificate[0]))
+    with tls_smtp_server(smtp_certificate, implicit=security == "ssl") as smtp:
+        settings = mail_settings(
+            url,
+            smtp,
+            smtp_security=security,
+            smtp_username="mailer",
+            smtp_password=SecretStr("mail-secret"),
+        )
+        with serving(settings) as client:
+            register(client, "ada")
+            received = verify_mail_for(smtp, "ada@example.com")
+        assert received.over_tls
+        assert smtp.logins == ["mailer"]
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_the_worker_sends_nothing_to_a_server_whose_certificate_it_does_not_trust(
+    url: str, smtp_certificate: tuple[Path, Path], security: str
+) -> None:
+    # A self-signed certificate nobody vouches for (an impostor on the way): no login,
+    # no mail; the attempt fails and is retried later, as for a server that is down.
+    with tls_smtp_server(smtp_certificate, implicit=security == "ssl") as smtp:
+        settings = mail_settings(
+            url,
+            smtp,
+            smtp_security=security,
+            smtp_username="mailer",
+            smtp_password=SecretStr("mail-secret"),
+        )
+        with serving(settings) as client:
+            register(client, "ada")
+            deadline = time.monotonic() + 10
+            while True:
+                rows = query(url, "SELECT status, attempts, last_error FROM mail_outbox")
+                if rows and rows[0][1] >= 2:
+                    break
+                assert time.monotonic() < deadline, rows
+                time.sleep(0.05)
+        assert rows[0][0] == "queued"
+        assert rows[0][2] == "SSLCertVerificationError"
+        assert smtp.received == []
+        assert smtp.logins == []
+
+
+def test_a_mail_not_delivered_within_mail_give_up_hours_is_given_up(
+    url: str, smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A server that refuses everything (451) until MAIL_GIVE_UP_HOURS have passed since
+    # the mail was queued (here 1.5 s): the mail is marked failed, said in one error
+    # line, never tried again, and no token of it is left.
+    smtp_server.refuse = True
+    settings = mail_settings(url, smtp_server, mail_give_up_hours=1.5 / 3600)
+    with caplog.at_level(logging.INFO, logger="todoapp.mail"), serving(settings) as client:
+        register(client, "ada")
+        deadline = time.monotonic() + 10
+        while query(url, "SELECT status FROM mail_outbox") != [("failed",)]:
+            assert time.monotonic() < deadline, query(url, "SELECT * FROM mail_outbox")
+            time.sleep(0.05)
+        given_up = query(url, "SELECT attempts, last_error, finished_at FROM mail_outbox")
+        time.sleep(0.6)  # more than the longest pause between attempts
+        assert query(url, "SELECT attempts, last_error, finished_at FROM mail_outbox") == given_up
+    attempts, reason, finished_at = given_up[0]
+    assert attempts >= 2
+    assert reason == "not delivered within MAIL_GIVE_UP_HOURS"
+    assert finished_at is not None
+    assert smtp_server.received == []
+    assert query(url, "SELECT count(*) FROM mail_tokens") == [(0,)]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"mail 1 (verify_email) given up after {attempts - 1} attempts"]
+
+
 def test_mail_settings_refuse_a_link_without_a_token_slot_and_read_blanks_as_unset() -> None:
     with pytest.raises(ValueError, match="token"):
         Settings(password_reset_url="http://127.0.0.1:8000/#/reset")
@@ -488,6 +589,7 @@ def test_verification_end_to_end(app_with_mail: TestClient, smtp_server: SmtpSer
     created = register(client, "ada")
     assert created["is_verified"] is False
     received = verify_mail_for(smtp_server, "ada@example.com")
+    assert not received.over_tls  # SMTP_SECURITY=none, the suite's plain server
     assert received.message["From"] == MAIL_FROM
     assert f"http://127.0.0.1:8000/#/verify-email?token={received.token}" in received.text
     assert received.token in received.html
