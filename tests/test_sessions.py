@@ -452,6 +452,35 @@ def test_cors_origins_may_refresh_with_credentials_and_nobody_else(
         assert "access-control-allow-origin" not in answer.headers
 
 
+def test_cors_origins_star_lets_every_origin_call_without_credentials(
+    app_factory: AppFactory,
+) -> None:
+    # CORS_ORIGINS=* opens the API to every site's pages, for bearer tokens only: were
+    # credentials allowed too, any page a signed-in user visits could refresh with the
+    # user's cookie and read the new access token (Starlette would echo its origin).
+    app = app_factory(cors_origins=["*"])
+    evil = {"Origin": "https://evil.example"}
+    with TestClient(app) as client:
+        preflight = client.options(
+            "/auth/refresh",
+            headers={
+                **evil,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "x-requested-with",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in preflight.headers
+        answer = client.post("/auth/refresh", headers={**evil, "X-Requested-With": "todoapp"})
+        assert answer.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in answer.headers
+        register(client, "ada")
+        me = client.get("/users/me", headers={**evil, **bearer(pair(client, "ada"))})
+        assert me.status_code == 200
+        assert me.headers["access-control-allow-origin"] == "*"
+
+
 # --- devices: GET and DELETE /users/me/sessions ------------------------------------
 def test_sessions_are_listed_newest_first_with_the_current_one_marked(
     client: TestClient,

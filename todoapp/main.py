@@ -260,11 +260,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(TodoListFastLane, fastapi_app=app)
     if settings.cors_origins:
         # Credentials: these origins' pages may refresh with the cookie (and send the
-        # X-Requested-With it needs); other origins get no CORS headers at all.
+        # X-Requested-With it needs); other origins get no CORS headers at all. With `*`
+        # every origin may call, never with credentials: Starlette would echo any
+        # page's origin, and any site could refresh with a visitor's cookie.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_credentials=True,
+            allow_credentials="*" not in settings.cors_origins,
             allow_methods=["*"],
             allow_headers=[
                 "Authorization",
