@@ -290,6 +290,7 @@ def test_a_reset_hashes_the_new_password_with_no_lock_held(
     register(client, "ada")
     forgot(client, "ada@example.com")
     token = reset_mail_for(smtp_server, "ada@example.com").token
+    wait_until_settled(url)  # the delivery worker's own writes are over
     others_could_write: list[bool] = []
     real_hash = security.hash_password
 
@@ -303,16 +304,57 @@ def test_a_reset_hashes_the_new_password_with_no_lock_held(
     assert login(client, "ada", NEW_PASSWORD)
 
 
+@pytest.mark.parametrize(
+    ("meanwhile", "password_then", "active_then"),
+    [
+        ("UPDATE users SET is_active = false WHERE username = 'ada'", None, False),
+        ("UPDATE users SET hash_password = 'changed' WHERE username = 'ada'", "changed", True),
+        ("UPDATE mail_tokens SET used_at = created_at", None, True),
+    ],
+    ids=["account disabled", "password changed", "token used"],
+)
+def test_a_reset_checks_its_token_again_after_hashing(
+    url: str,
+    app_with_mail: TestClient,
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    meanwhile: str,
+    password_then: str | None,
+    active_then: bool,
+) -> None:
+    # The token is checked before the (unlocked) hashing and again, under its locks,
+    # after it: whatever happened to it or its account meanwhile is seen, and the reset
+    # changes nothing (None: the password hash is the one from before the reset).
+    client = app_with_mail
+    register(client, "ada")
+    forgot(client, "ada@example.com")
+    token = reset_mail_for(smtp_server, "ada@example.com").token
+    wait_until_settled(url)
+    real_hash = security.hash_password
+
+    def hash_while_something_changes(password: str) -> str:
+        execute(url, meanwhile)
+        return real_hash(password)
+
+    monkeypatch.setattr(security, "hash_password", hash_while_something_changes)
+    before = query(url, "SELECT hash_password FROM users WHERE username = 'ada'")[0][0]
+    answer = reset(client, token)
+    assert (answer.status_code, answer.json()) == (400, BAD_RESET)
+    after = query(url, "SELECT hash_password, is_active FROM users WHERE username = 'ada'")
+    assert after == [(password_then or before, active_then)]
+
+
 def _can_lock_the_account_row(url: str, username: str) -> bool:
-    """Whether another connection can take a write lock on the user's row at once."""
+    """Whether another connection can take a write lock on the user's row within a
+    second (a lock the reset held would stay held: its thread is the one waiting here)."""
     sqlite = url.startswith("sqlite")
-    engine = create_engine(database_url(url), connect_args={"timeout": 0} if sqlite else {})
+    engine = create_engine(database_url(url), connect_args={"timeout": 1} if sqlite else {})
     try:
         with engine.connect() as connection:
             if sqlite:  # one writer at a time: the database's write lock
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
             else:
-                connection.exec_driver_sql("SET lock_timeout = '50ms'")
+                connection.exec_driver_sql("SET lock_timeout = '1s'")
                 connection.execute(
                     text("SELECT id FROM users WHERE username = :name FOR UPDATE"),
                     {"name": username},
@@ -323,29 +365,6 @@ def _can_lock_the_account_row(url: str, username: str) -> bool:
         return False
     finally:
         engine.dispose()
-
-
-def test_in_development_without_smtp_each_mail_is_one_log_line_with_a_working_link(
-    url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    # README, "Seeing the mails locally": no SMTP_HOST in development, and the mail's
-    # text goes to the log, link included, on one line like every other record.
-    settings = settings_for_tests(
-        database_url=url, environment="development", smtp_host=None, mail_poll_seconds=0.05
-    )
-    with caplog.at_level(logging.INFO, logger="todoapp.mail"), serving(settings) as client:
-        register(client, "ada")
-        wait_until_settled(url)
-        lines = [r.getMessage() for r in caplog.records if r.name == "todoapp.mail"]
-        mails = [line for line in lines if line.startswith("mail (development, not sent)")]
-        assert len(mails) == 1, lines
-        assert "\n" not in mails[0]
-        assert "to ada@example.com, subject 'Verify your email address for todoapp'" in mails[0]
-        link = re.search(r"http://127\.0\.0\.1:8000/#/verify-email\?token=(\S+)", mails[0])
-        assert link is not None, mails[0]
-        answer = client.post("/auth/verify", json={"token": link[1]})
-        assert (answer.status_code, answer.json()["is_verified"]) == (200, True), answer.text
-    assert query(url, "SELECT is_verified FROM users WHERE username = 'ada'") == [(True,)]
 
 
 def test_a_reset_token_expires(url: str, smtp_server: SmtpServer) -> None:
@@ -553,10 +572,10 @@ def test_a_mail_not_delivered_within_mail_give_up_hours_is_given_up(
     url: str, smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A server that refuses everything (451) until MAIL_GIVE_UP_HOURS have passed since
-    # the mail was queued (here 1.5 s): the mail is marked failed, said in one error
+    # the mail was queued (here 3 s): the mail is marked failed, said in one error
     # line, never tried again, and no token of it is left.
     smtp_server.refuse = True
-    settings = mail_settings(url, smtp_server, mail_give_up_hours=1.5 / 3600)
+    settings = mail_settings(url, smtp_server, mail_give_up_hours=3 / 3600)
     with caplog.at_level(logging.INFO, logger="todoapp.mail"), serving(settings) as client:
         register(client, "ada")
         deadline = time.monotonic() + 10
@@ -879,19 +898,29 @@ def test_sent_mail_and_spent_tokens_are_purged_after_a_bounded_time(
 
 
 # --- without an SMTP server; what the log holds ---------------------------------------
-def test_in_development_without_smtp_host_each_mail_goes_to_the_log(
+def test_in_development_without_smtp_host_each_mail_is_one_log_line_with_a_working_link(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # README, "Seeing the mails locally": no SMTP_HOST in development, and the mail's
+    # text goes to the log, link included, on one line like every other record.
     caplog.set_level(logging.INFO, logger="todoapp")
     settings = settings_for_tests(
-        database_url=url, environment="development", mail_poll_seconds=0.05
+        database_url=url, environment="development", smtp_host=None, mail_poll_seconds=0.05
     )
     with serving(settings) as client:
-        register(client, "ann")
+        register(client, "ada")
         wait_until_settled(url)
-    logged = "\n".join(record.getMessage() for record in caplog.records)
-    assert "http://127.0.0.1:8000/#/verify-email?token=" in logged
-    assert "mail is written to this log" in logged
+        lines = [r.getMessage() for r in caplog.records if r.name.startswith("todoapp")]
+        assert any("mail is written to this log" in line for line in lines), lines
+        mails = [line for line in lines if line.startswith("mail (development, not sent)")]
+        assert len(mails) == 1, lines
+        assert "\n" not in mails[0]
+        assert "to ada@example.com, subject 'Verify your email address for todoapp'" in mails[0]
+        link = re.search(r"http://127\.0\.0\.1:8000/#/verify-email\?token=(\S+)", mails[0])
+        assert link is not None, mails[0]
+        answer = client.post("/auth/verify", json={"token": link[1]})
+        assert (answer.status_code, answer.json()["is_verified"]) == (200, True), answer.text
+    assert query(url, "SELECT is_verified FROM users WHERE username = 'ada'") == [(True,)]
 
 
 def test_elsewhere_without_smtp_host_nothing_is_sent_and_start_up_says_so_once(

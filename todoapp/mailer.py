@@ -23,6 +23,7 @@ from typing import Protocol
 from todoapp import metrics
 from todoapp.config import Settings
 from todoapp.database import Database, SchemaNotReady
+from todoapp.logs import loggable
 from todoapp.services import mail
 
 logger = logging.getLogger("todoapp.mail")
@@ -96,7 +97,7 @@ class LogTransport:
         content = text.get_content() if text is not None else ""
         logger.info(
             "mail (development, not sent) to %s, subject %r: %s",
-            message["To"],
+            loggable(str(message["To"])),
             message["Subject"],
             " ".join(content.split()),
         )

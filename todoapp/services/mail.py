@@ -74,7 +74,8 @@ def _bound_to(purpose: str, user: User) -> str:
 
 
 def check_token(db: Session, *, purpose: str, token: str, valid_for: timedelta) -> None:
-    """InvalidInput unless use_token would take this token now; locks and changes nothing.
+    """InvalidInput unless use_token would take this token now; locks no row, changes
+    nothing.
 
     For work that must not run inside the token's transaction (a reset's new password is
     hashed before it starts, see users.reset_password): a bad token costs no more than
