@@ -502,13 +502,23 @@ def smtp_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 
 
 @contextmanager
-def tls_smtp_server(certificate: tuple[Path, Path], *, implicit: bool) -> Iterator[SmtpServer]:
-    """An SMTP server that speaks TLS (after STARTTLS, or from the start) and wants a login."""
-    server = SmtpServer(tls=tls_context(*certificate), implicit_tls=implicit)
+def tls_smtp_server(
+    url: str, certificate: tuple[Path, Path], security: str
+) -> Iterator[tuple[SmtpServer, Settings]]:
+    """An SMTP server that speaks TLS (after STARTTLS, or from the start with `ssl`) and
+    wants a login, and the app's settings for it."""
+    server = SmtpServer(tls=tls_context(*certificate), implicit_tls=security == "ssl")
     server.credentials = ("mailer", "mail-secret")
     server.start()
+    settings = mail_settings(
+        url,
+        server,
+        smtp_security=security,
+        smtp_username="mailer",
+        smtp_password=SecretStr("mail-secret"),
+    )
     try:
-        yield server
+        yield server, settings
     finally:
         server.close()
 
@@ -524,14 +534,7 @@ def test_the_worker_speaks_tls_to_a_server_whose_certificate_it_trusts(
     # ssl is TLS from the first byte. The certificate is checked against the trusted
     # authorities: here the test's own, through OpenSSL's SSL_CERT_FILE.
     monkeypatch.setenv("SSL_CERT_FILE", str(smtp_certificate[0]))
-    with tls_smtp_server(smtp_certificate, implicit=security == "ssl") as smtp:
-        settings = mail_settings(
-            url,
-            smtp,
-            smtp_security=security,
-            smtp_username="mailer",
-            smtp_password=SecretStr("mail-secret"),
-        )
+    with tls_smtp_server(url, smtp_certificate, security) as (smtp, settings):
         with serving(settings) as client:
             register(client, "ada")
             received = verify_mail_for(smtp, "ada@example.com")
@@ -545,14 +548,7 @@ def test_the_worker_sends_nothing_to_a_server_whose_certificate_it_does_not_trus
 ) -> None:
     # A self-signed certificate nobody vouches for (an impostor on the way): no login,
     # no mail; the attempt fails and is retried later, as for a server that is down.
-    with tls_smtp_server(smtp_certificate, implicit=security == "ssl") as smtp:
-        settings = mail_settings(
-            url,
-            smtp,
-            smtp_security=security,
-            smtp_username="mailer",
-            smtp_password=SecretStr("mail-secret"),
-        )
+    with tls_smtp_server(url, smtp_certificate, security) as (smtp, settings):
         with serving(settings) as client:
             register(client, "ada")
             deadline = time.monotonic() + 10
