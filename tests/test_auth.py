@@ -1,10 +1,11 @@
 """POST /auth/register, /auth/token, /auth/logout: every status of the contract."""
 
 import time
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tests.conftest import PASSWORD, Account, login, register
@@ -228,6 +229,35 @@ def test_login_rehashes_a_hash_with_outdated_parameters(client: TestClient, db: 
     assert new_hash != old_hash
     assert new_hash.startswith("$2b$04$")  # the configured rounds (4 in tests)
     assert login(client, "ada")
+
+
+def test_a_login_rehash_never_undoes_a_password_changed_while_it_verified(
+    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A login that verifies an outdated hash writes the new one; should the password
+    # change while bcrypt runs (the login read the account before), the change stands:
+    # the login must not put back a hash of the old password.
+    from passlib.hash import bcrypt
+
+    user = register(client, "ada")
+    db.get_one(User, user["id"]).hash_password = bcrypt.using(rounds=5).hash(PASSWORD)
+    db.commit()
+    changed = bcrypt.using(rounds=4).hash("changed-meanwhile")
+    real_verify = security.verify_password
+
+    def verify_while_the_password_changes(password: str, password_hash: str | None) -> Any:
+        verified = real_verify(password, password_hash)
+        with db.bind.connect() as other:  # type: ignore[union-attr]
+            other.execute(update(User).where(User.id == user["id"]).values(hash_password=changed))
+            other.commit()
+        return verified
+
+    monkeypatch.setattr(security, "verify_password", verify_while_the_password_changes)
+    assert login(client, "ada")  # it verified the password of the time it read
+    monkeypatch.undo()
+    db.expire_all()
+    assert db.get_one(User, user["id"]).hash_password == changed
+    assert login(client, "ada", "changed-meanwhile")
 
 
 def test_logout_is_204_and_revokes_every_earlier_token(client: TestClient, alice: Account) -> None:

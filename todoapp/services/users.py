@@ -440,8 +440,15 @@ def authenticate(
         if not user.is_active:
             raise PermissionDenied("account is disabled")  # not a failure: taken back
     if new_hash is not None:
-        user.hash_password = new_hash
+        # Over the hash just verified only: a password changed while bcrypt ran (the
+        # login read the account before) stays changed, never reverts to this one.
+        db.execute(
+            update(User)
+            .where(User.id == user.id, User.hash_password == user.hash_password)
+            .values(hash_password=new_hash)
+        )
         commit(db)
+        db.expire(user, ["hash_password"])
     return user
 
 
