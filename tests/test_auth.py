@@ -260,6 +260,41 @@ def test_a_login_rehash_never_undoes_a_password_changed_while_it_verified(
     assert login(client, "ada", "changed-meanwhile")
 
 
+def test_a_password_change_refuses_when_the_password_changed_while_it_verified(
+    client: TestClient, db: Session, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PUT /users/me/password checks the current password with bcrypt outside any
+    # transaction; should the password change meanwhile (another session, a reset), the
+    # password it checked is no longer the current one: 400, and the other change stands.
+    from passlib.hash import bcrypt
+
+    changed = bcrypt.using(rounds=4).hash("changed-meanwhile")
+    real_verify = security.verify_password
+
+    def verify_while_the_password_changes(password: str, password_hash: str | None) -> Any:
+        verified = real_verify(password, password_hash)
+        with db.bind.connect() as other:  # type: ignore[union-attr]
+            other.execute(
+                update(User).where(User.username == "alice").values(hash_password=changed)
+            )
+            other.commit()
+        return verified
+
+    monkeypatch.setattr(security, "verify_password", verify_while_the_password_changes)
+    answer = client.put(
+        "/users/me/password",
+        json={"current_password": PASSWORD, "new_password": "a-third-password"},
+        headers=alice.headers,
+    )
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"detail": "current password is incorrect"},
+    )
+    monkeypatch.undo()
+    db.expire_all()
+    assert db.scalars(select(User.hash_password).where(User.username == "alice")).one() == changed
+
+
 def test_logout_is_204_and_revokes_every_earlier_token(client: TestClient, alice: Account) -> None:
     second = login(client, "alice")
     response = client.post("/auth/logout", headers=alice.headers)

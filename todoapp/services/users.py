@@ -514,11 +514,17 @@ def change_password(
     # A wrong current password is a failed login of the account: a stolen token must
     # not become an unthrottled way of guessing the password.
     _end_transaction(db)
+    verified = user.hash_password
     with throttle.attempt(account_subject(user.id, ""), address, failure=InvalidInput):
-        ok, _ = security.verify_password(current, user.hash_password)
+        ok, _ = security.verify_password(current, verified)
         if not ok:
             raise InvalidInput("current password is incorrect")
-    _replace_password(db, user, security.hash_password(new), sessions.PASSWORD_CHANGE)
+    new_hash = security.hash_password(new)
+    # bcrypt ran outside any transaction: the password checked must still be the one.
+    db.refresh(user, ["hash_password"], with_for_update=True)
+    if user.hash_password != verified:
+        raise InvalidInput("current password is incorrect")
+    _replace_password(db, user, new_hash, sessions.PASSWORD_CHANGE)
     commit(db)
 
 
