@@ -247,6 +247,8 @@ def test_a_login_rehash_never_undoes_a_password_changed_while_it_verified(
 
     def verify_while_the_password_changes(password: str, password_hash: str | None) -> Any:
         verified = real_verify(password, password_hash)
+        assert verified[0]
+        assert verified[1] is not None  # due for a rehash
         with db.bind.connect() as other:  # type: ignore[union-attr]
             other.execute(update(User).where(User.id == user["id"]).values(hash_password=changed))
             other.commit()
@@ -293,6 +295,39 @@ def test_a_password_change_refuses_when_the_password_changed_while_it_verified(
     monkeypatch.undo()
     db.expire_all()
     assert db.scalars(select(User.hash_password).where(User.username == "alice")).one() == changed
+
+
+def test_a_password_change_goes_ahead_when_only_a_rehash_moved_the_hash_meanwhile(
+    client: TestClient, db: Session, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another device's login may rehash the same password while this change verifies
+    # it (a BCRYPT_ROUNDS change rolling out): the hash moved, the password did not.
+    from passlib.hash import bcrypt
+
+    rehashed = bcrypt.using(rounds=5).hash(PASSWORD)
+    real_verify = security.verify_password
+    calls: list[str | None] = []
+
+    def verify_while_another_login_rehashes(password: str, password_hash: str | None) -> Any:
+        calls.append(password_hash)
+        if len(calls) == 1:
+            with db.bind.connect() as other:  # type: ignore[union-attr]
+                other.execute(
+                    update(User).where(User.username == "alice").values(hash_password=rehashed)
+                )
+                other.commit()
+        return real_verify(password, password_hash)
+
+    monkeypatch.setattr(security, "verify_password", verify_while_another_login_rehashes)
+    answer = client.put(
+        "/users/me/password",
+        json={"current_password": PASSWORD, "new_password": "a-third-password"},
+        headers=alice.headers,
+    )
+    assert answer.status_code == 204, answer.text
+    assert calls[1] == rehashed  # checked once more, against the hash it found
+    monkeypatch.undo()
+    assert login(client, "alice", "a-third-password")
 
 
 def test_logout_is_204_and_revokes_every_earlier_token(client: TestClient, alice: Account) -> None:

@@ -121,7 +121,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(45), server_default="user")
     # Bumped by logout, a password change and disabling: older tokens stop working.
     token_version: Mapped[int] = mapped_column(Integer, server_default="0")
-    # The ETag's validator: every write to the row bumps it (see _bump_version).
+    # The ETag's validator: every write to what the User view shows bumps it (see
+    # _bump_version); a login's rehash of the password hash does not.
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     # True once the owner proved the address theirs (POST /auth/verify).
     is_verified: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
@@ -196,7 +197,8 @@ def _bump_version(_mapper: Any, _connection: Any, target: User | Todo) -> None:
 
     As a SQL expression (version + 1), so that two writers never both write the same
     next version; RETURNING brings the new value back (eager_defaults). Writes made
-    with Core statements bump it themselves.
+    with Core statements bump it themselves, except a login's rehash of the password
+    hash (users.authenticate), which changes nothing a client sees.
     """
     session = object_session(target)
     if session is not None and session.is_modified(target, include_collections=False):

@@ -446,6 +446,7 @@ def authenticate(
             update(User)
             .where(User.id == user.id, User.hash_password == user.hash_password)
             .values(hash_password=new_hash)
+            .execution_options(synchronize_session=False)
         )
         commit(db)
         db.expire(user, ["hash_password"])
@@ -456,12 +457,13 @@ def end_all_sessions(db: Session, user: User, reason: str) -> None:
     """End every session of the user, with every access and refresh token issued so far
     (logout, a password change or reset, disabling). Does not commit: it belongs to the
     caller's change. `reason` is one of the constants in services.sessions."""
-    sessions.end_all(db, user.id, reason)
+    # The user's row before its sessions, as every path that locks both: never a deadlock.
     db.execute(
         update(User)
         .where(User.id == user.id)
         .values(token_version=User.token_version + 1, version=User.version + 1)
     )
+    sessions.end_all(db, user.id, reason)
     db.refresh(user, ["token_version", "version"])
 
 
@@ -520,10 +522,19 @@ def change_password(
         if not ok:
             raise InvalidInput("current password is incorrect")
     new_hash = security.hash_password(new)
-    # bcrypt ran outside any transaction: the password checked must still be the one.
-    db.refresh(user, ["hash_password"], with_for_update=True)
+    # bcrypt ran outside any transaction: the hash it checked must still be the one.
+    # Locked as an UPDATE that keeps the key (logins may still add sessions meanwhile).
+    db.refresh(user, ["hash_password"], with_for_update={"key_share": True})
     if user.hash_password != verified:
-        raise InvalidInput("current password is incorrect")
+        # Changed meanwhile; only a login's rehash keeps the password: checked once more.
+        moved = user.hash_password
+        _end_transaction(db)
+        if not security.verify_password(current, moved)[0]:
+            raise InvalidInput("current password is incorrect")
+        db.refresh(user, ["hash_password"], with_for_update={"key_share": True})
+        if user.hash_password != moved:
+            db.rollback()
+            raise InvalidInput("current password is incorrect")
     _replace_password(db, user, new_hash, sessions.PASSWORD_CHANGE)
     commit(db)
 
