@@ -60,6 +60,7 @@ LAST_ADMIN = "the last active admin cannot be demoted, disabled or deleted"
 INVALID_TOKEN = "Could not validate credentials"
 ADMIN_REQUIRED = "admin role required"
 ALREADY_VERIFIED = "email is already verified"
+WRONG_CURRENT_PASSWORD = "current password is incorrect"
 
 
 def _conflict_from(exc: IntegrityError) -> Conflict:
@@ -520,23 +521,25 @@ def change_password(
     with throttle.attempt(account_subject(user.id, ""), address, failure=InvalidInput):
         ok, _ = security.verify_password(current, verified)
         if not ok:
-            raise InvalidInput("current password is incorrect")
+            raise InvalidInput(WRONG_CURRENT_PASSWORD)
     new_hash = security.hash_password(new)
     # bcrypt ran outside any transaction: the hash it checked must still be the one.
-    # Locked as an UPDATE that keeps the key (logins may still add sessions meanwhile).
-    db.refresh(user, ["hash_password"], with_for_update={"key_share": True})
-    if user.hash_password != verified:
+    if _locked_hash(db, user) != verified:
         # Changed meanwhile; only a login's rehash keeps the password: checked once more.
         moved = user.hash_password
         _end_transaction(db)
-        if not security.verify_password(current, moved)[0]:
-            raise InvalidInput("current password is incorrect")
-        db.refresh(user, ["hash_password"], with_for_update={"key_share": True})
-        if user.hash_password != moved:
+        if not security.verify_password(current, moved)[0] or _locked_hash(db, user) != moved:
             db.rollback()
-            raise InvalidInput("current password is incorrect")
+            raise InvalidInput(WRONG_CURRENT_PASSWORD)
     _replace_password(db, user, new_hash, sessions.PASSWORD_CHANGE)
     commit(db)
+
+
+def _locked_hash(db: Session, user: User) -> str:
+    """The account's password hash as it is now, its row locked as an UPDATE that keeps
+    the key (logins may still add sessions meanwhile) until the transaction ends."""
+    db.refresh(user, ["hash_password"], with_for_update={"key_share": True})
+    return user.hash_password
 
 
 def reset_password(db: Session, *, token: str, new: str, valid_for: timedelta) -> User:
