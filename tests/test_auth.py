@@ -231,6 +231,23 @@ def test_login_rehashes_a_hash_with_outdated_parameters(client: TestClient, db: 
     assert login(client, "ada")
 
 
+def _set_hash_elsewhere(db: Session, username: str, password_hash: str) -> None:
+    """The account's hash changed by another connection, committed (another request's)."""
+    with db.bind.connect() as other:  # type: ignore[union-attr]
+        other.execute(
+            update(User).where(User.username == username).values(hash_password=password_hash)
+        )
+        other.commit()
+
+
+def _change_alices_password(client: TestClient, alice: Account) -> Any:
+    return client.put(
+        "/users/me/password",
+        json={"current_password": PASSWORD, "new_password": "a-third-password"},
+        headers=alice.headers,
+    )
+
+
 def test_a_login_rehash_never_undoes_a_password_changed_while_it_verified(
     client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -249,9 +266,7 @@ def test_a_login_rehash_never_undoes_a_password_changed_while_it_verified(
         verified = real_verify(password, password_hash)
         assert verified[0]
         assert verified[1] is not None  # due for a rehash
-        with db.bind.connect() as other:  # type: ignore[union-attr]
-            other.execute(update(User).where(User.id == user["id"]).values(hash_password=changed))
-            other.commit()
+        _set_hash_elsewhere(db, "ada", changed)
         return verified
 
     monkeypatch.setattr(security, "verify_password", verify_while_the_password_changes)
@@ -275,19 +290,11 @@ def test_a_password_change_refuses_when_the_password_changed_while_it_verified(
 
     def verify_while_the_password_changes(password: str, password_hash: str | None) -> Any:
         verified = real_verify(password, password_hash)
-        with db.bind.connect() as other:  # type: ignore[union-attr]
-            other.execute(
-                update(User).where(User.username == "alice").values(hash_password=changed)
-            )
-            other.commit()
+        _set_hash_elsewhere(db, "alice", changed)
         return verified
 
     monkeypatch.setattr(security, "verify_password", verify_while_the_password_changes)
-    answer = client.put(
-        "/users/me/password",
-        json={"current_password": PASSWORD, "new_password": "a-third-password"},
-        headers=alice.headers,
-    )
+    answer = _change_alices_password(client, alice)
     assert (answer.status_code, answer.json()) == (
         400,
         {"detail": "current password is incorrect"},
@@ -311,19 +318,11 @@ def test_a_password_change_goes_ahead_when_only_a_rehash_moved_the_hash_meanwhil
     def verify_while_another_login_rehashes(password: str, password_hash: str | None) -> Any:
         calls.append(password_hash)
         if len(calls) == 1:
-            with db.bind.connect() as other:  # type: ignore[union-attr]
-                other.execute(
-                    update(User).where(User.username == "alice").values(hash_password=rehashed)
-                )
-                other.commit()
+            _set_hash_elsewhere(db, "alice", rehashed)
         return real_verify(password, password_hash)
 
     monkeypatch.setattr(security, "verify_password", verify_while_another_login_rehashes)
-    answer = client.put(
-        "/users/me/password",
-        json={"current_password": PASSWORD, "new_password": "a-third-password"},
-        headers=alice.headers,
-    )
+    answer = _change_alices_password(client, alice)
     assert answer.status_code == 204, answer.text
     assert calls[1] == rehashed  # checked once more, against the hash it found
     monkeypatch.undo()

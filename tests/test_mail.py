@@ -252,6 +252,17 @@ def test_a_reset_token_works_once_and_a_422_does_not_use_it_up(
         assert (answer.status_code, answer.json()) == (400, BAD_RESET)
 
 
+def hash_after(monkeypatch: pytest.MonkeyPatch, first: Callable[[str], None]) -> None:
+    """The app's password hashing, with first(password) run just before each hash."""
+    real_hash = security.hash_password
+
+    def hash_password(password: str) -> str:
+        first(password)
+        return real_hash(password)
+
+    monkeypatch.setattr(security, "hash_password", hash_password)
+
+
 def test_a_bad_reset_token_costs_no_hashing(
     app_with_mail: TestClient, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,13 +273,7 @@ def test_a_bad_reset_token_costs_no_hashing(
     forgot(client, "ada@example.com")
     token = reset_mail_for(smtp_server, "ada@example.com").token
     hashed: list[str] = []
-    real_hash = security.hash_password
-
-    def counting_hash(password: str) -> str:
-        hashed.append(password)
-        return real_hash(password)
-
-    monkeypatch.setattr(security, "hash_password", counting_hash)
+    hash_after(monkeypatch, hashed.append)
     for junk in ("x", "A" * 256, token[:-1]):
         answer = reset(client, junk)
         assert (answer.status_code, answer.json()) == (400, BAD_RESET)
@@ -292,13 +297,9 @@ def test_a_reset_hashes_the_new_password_with_no_lock_held(
     token = reset_mail_for(smtp_server, "ada@example.com").token
     wait_until_settled(url)  # the delivery worker's own writes are over
     others_could_write: list[bool] = []
-    real_hash = security.hash_password
-
-    def hash_while_another_writes(password: str) -> str:
-        others_could_write.append(_can_lock_the_account_row(url, "ada"))
-        return real_hash(password)
-
-    monkeypatch.setattr(security, "hash_password", hash_while_another_writes)
+    hash_after(
+        monkeypatch, lambda _: others_could_write.append(_can_lock_the_account_row(url, "ada"))
+    )
     assert reset(client, token).status_code == 204
     assert others_could_write == [True]
     assert login(client, "ada", NEW_PASSWORD)
@@ -330,13 +331,7 @@ def test_a_reset_checks_its_token_again_after_hashing(
     forgot(client, "ada@example.com")
     token = reset_mail_for(smtp_server, "ada@example.com").token
     wait_until_settled(url)
-    real_hash = security.hash_password
-
-    def hash_while_something_changes(password: str) -> str:
-        execute(url, meanwhile)
-        return real_hash(password)
-
-    monkeypatch.setattr(security, "hash_password", hash_while_something_changes)
+    hash_after(monkeypatch, lambda _: execute(url, meanwhile))
     before = query(url, "SELECT hash_password FROM users WHERE username = 'ada'")[0][0]
     answer = reset(client, token)
     assert (answer.status_code, answer.json()) == (400, BAD_RESET)
@@ -503,17 +498,17 @@ def smtp_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 
 @contextmanager
 def tls_smtp_server(
-    url: str, certificate: tuple[Path, Path], security: str
+    url: str, certificate: tuple[Path, Path], smtp_security: str
 ) -> Iterator[tuple[SmtpServer, Settings]]:
     """An SMTP server that speaks TLS (after STARTTLS, or from the start with `ssl`) and
     wants a login, and the app's settings for it."""
-    server = SmtpServer(tls=tls_context(*certificate), implicit_tls=security == "ssl")
+    server = SmtpServer(tls=tls_context(*certificate), implicit_tls=smtp_security == "ssl")
     server.credentials = ("mailer", "mail-secret")
     server.start()
     settings = mail_settings(
         url,
         server,
-        smtp_security=security,
+        smtp_security=smtp_security,
         smtp_username="mailer",
         smtp_password=SecretStr("mail-secret"),
     )
@@ -523,18 +518,18 @@ def tls_smtp_server(
         server.close()
 
 
-@pytest.mark.parametrize("security", ["starttls", "ssl"])
+@pytest.mark.parametrize("smtp_security", ["starttls", "ssl"])
 def test_the_worker_speaks_tls_to_a_server_whose_certificate_it_trusts(
     url: str,
     smtp_certificate: tuple[Path, Path],
     monkeypatch: pytest.MonkeyPatch,
-    security: str,
+    smtp_security: str,
 ) -> None:
     # SMTP_SECURITY=starttls (the default) upgrades the connection before it logs in;
     # ssl is TLS from the first byte. The certificate is checked against the trusted
     # authorities: here the test's own, through OpenSSL's SSL_CERT_FILE.
     monkeypatch.setenv("SSL_CERT_FILE", str(smtp_certificate[0]))
-    with tls_smtp_server(url, smtp_certificate, security) as (smtp, settings):
+    with tls_smtp_server(url, smtp_certificate, smtp_security) as (smtp, settings):
         with serving(settings) as client:
             register(client, "ada")
             received = verify_mail_for(smtp, "ada@example.com")
@@ -542,13 +537,13 @@ def test_the_worker_speaks_tls_to_a_server_whose_certificate_it_trusts(
         assert smtp.logins == ["mailer"]
 
 
-@pytest.mark.parametrize("security", ["starttls", "ssl"])
+@pytest.mark.parametrize("smtp_security", ["starttls", "ssl"])
 def test_the_worker_sends_nothing_to_a_server_whose_certificate_it_does_not_trust(
-    url: str, smtp_certificate: tuple[Path, Path], security: str
+    url: str, smtp_certificate: tuple[Path, Path], smtp_security: str
 ) -> None:
     # A self-signed certificate nobody vouches for (an impostor on the way): no login,
     # no mail; the attempt fails and is retried later, as for a server that is down.
-    with tls_smtp_server(url, smtp_certificate, security) as (smtp, settings):
+    with tls_smtp_server(url, smtp_certificate, smtp_security) as (smtp, settings):
         with serving(settings) as client:
             register(client, "ada")
             deadline = time.monotonic() + 10
