@@ -347,7 +347,7 @@ def _direct_on(db: Session | Connection, statement: Any) -> tuple[Connection, An
     """The connection, its driver's connection and the statement as it runs straight
     through them, or None where it cannot."""
     if (
-        isinstance(db, Connection)  # a Connection itself, not a subclass's (below)
+        isinstance(db, Connection)  # for the type checker; exactly a Connection below
         and type(db) is Connection
         and db.dialect.execution_ctx_cls is _PreparingContext
         and not (db._has_events or db.engine._has_events or db.dialect._has_events)
