@@ -9,10 +9,11 @@ Bounded (about fifteen minutes on 2 cores) and only ever aimed at 127.0.0.1:
    using both cores (bcrypt is the slow part): demo1..demo50 for the route scenarios,
    demo51..demo100 who own the todos DELETE deletes, demo101..demo164 for the session
    mix (one per connection), and the admin;
-4. serves bench/ceiling.py, the framework-only ceiling, then the app, each as one
-   uvicorn worker (uvloop, httptools) pinned to core 0, with wrk pinned to core 1;
-   each scenario runs against both with the same wrk script and data, and each app row
-   is read against its own route's ceiling row;
+4. serves bench/ceiling.py, the framework-only ceiling, and the app, each as one
+   uvicorn worker (uvloop, httptools) pinned to core 0 (one idle while the other is
+   measured), with wrk pinned to core 1; each scenario runs against the ceiling and
+   right after against the app, with the same wrk script and data, and each app row is
+   read against its own route's ceiling row, measured a minute before it;
 5. runs each scenario for a fixed time after a warm-up, at 8 and 64 connections, and
    each route also at 256 (the no-error check), plus a memory check, and prints one
    table (also written to build/bench/results.md; wrk's own output and the servers'
@@ -1044,14 +1045,21 @@ def delete_bound(ceiling: list[Result], connections: int) -> float:
     return rates.get(connections) or max(rates.values(), default=FODDER_FALLBACK_RPS)
 
 
-def bench_app(server: Server, cast: Cast, ceiling: list[Result], memory: Memory) -> list[Result]:
+def bench_app(server: Server, top: Server, cast: Cast, memory: Memory) -> list[Result]:
+    """Each scenario on the ceiling (`top`) and right after on the app, so that the two
+    rows a ratio is made of are a minute apart, not the whole bench: on a machine whose
+    speed drifts (a neighbour's load), the ratio measures the code, not the drift."""
     rows: list[Result] = []
     data = cast.users_path
     memory.start_kib = rss_kib(server.pid)
     listed = 0
     for scenario in chosen(SCENARIOS):
+        ceiling = bench_ceiling(top, cast, scenario)
+        rows += ceiling
         counts = (*CONNECTIONS, STALL_CONNECTIONS) if scenario.at_stall else CONNECTIONS
         feed = feed_for(scenario, cast, app=server)
+        if isinstance(feed, DeleteFeed):
+            make_fodder(cast, ceiling, counts)
         for connections in counts:
             if isinstance(feed, DeleteFeed):
                 feed.bound_rps = delete_bound(ceiling, connections)
@@ -1123,16 +1131,32 @@ def bench_login_flood(server: Server, data: Path) -> list[Result]:
     return [logins, reads]
 
 
-def bench_ceiling(server: Server, cast: Cast) -> list[Result]:
-    """Each scenario's script, with the same data, against its framework-only route."""
+def bench_ceiling(server: Server, cast: Cast, scenario: Scenario) -> list[Result]:
+    """The scenario's script, with the same data, against its framework-only route."""
     rows = []
-    for scenario in chosen(SCENARIOS):
-        counts = (*CONNECTIONS, STALL_CONNECTIONS) if scenario is LIST else CONNECTIONS
-        for connections in counts:
-            feed = feed_for(scenario, cast, app=None)
-            row, _ = run_scenario(server, scenario, connections, feed, ceiling=True)
-            rows.append(row)
+    counts = (*CONNECTIONS, STALL_CONNECTIONS) if scenario is LIST else CONNECTIONS
+    for connections in counts:
+        feed = feed_for(scenario, cast, app=None)
+        row, _ = run_scenario(server, scenario, connections, feed, ceiling=True)
+        rows.append(row)
     return rows
+
+
+def make_fodder(cast: Cast, ceiling: list[Result], counts: tuple[int, ...]) -> None:
+    """The todos the app's DELETE runs will delete, made before the first of them (each
+    run tops them up if it needs more), then vacuumed and analysed: the inserts do not
+    set off autovacuum in the middle of a run."""
+    made = time.monotonic()
+    total = sum(delete_bound(ceiling, c) * (DURATION + WARMUP) * FODDER_MARGIN for c in counts)
+    fodder_ranges(cast.fodder, math.ceil(total / FODDER_USERS) + FODDER_SPARE)
+    connection = psycopg2.connect(f"host={HOST} port=5432 user=postgres dbname={DB_NAME}")
+    try:
+        connection.autocommit = True  # VACUUM runs outside a transaction
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE todos")
+    finally:
+        connection.close()
+    log(f"{total:.0f} todos ready for DELETE /todos/{{id}} ({time.monotonic() - made:.1f} s)")
 
 
 # --- optional profile -------------------------------------------------------------------
@@ -1561,33 +1585,18 @@ def main() -> int:
             f"{time.monotonic() - started:.1f} s; data in {OUT}/*.lua"
         )
 
-        ceiling: list[Result] = []
-        if not args.flood_only:
-            with serve(
-                "ceiling",
-                "ceiling:app",
-                {**os.environ, "PYTHONPATH": str(ROOT)},
-                ["--app-dir", str(BENCH)],
-            ) as s:
-                ceiling = bench_ceiling(s, cast)
-            # The todos the app's DELETE runs will delete, made before any run starts
-            # (each run tops them up if it needs more).
-            if any(s.label == DELETE_LABEL for s in chosen(SCENARIOS)):
-                made = time.monotonic()
-                total = sum(
-                    delete_bound(ceiling, c) * (DURATION + WARMUP) * FODDER_MARGIN
-                    for c in (*CONNECTIONS, STALL_CONNECTIONS)
-                )
-                fodder_ranges(cast.fodder, math.ceil(total / FODDER_USERS) + FODDER_SPARE)
-                log(
-                    f"{total:.0f} todos ready for DELETE /todos/{{id}} "
-                    f"({time.monotonic() - made:.1f} s)"
-                )
-        with serve("app", "todoapp.main:app", env, []) as s:
-            if args.flood_only:
+        if args.flood_only:
+            with serve("app", "todoapp.main:app", env, []) as s:
                 print("\n" + table(bench_login_flood(s, cast.users_path)), flush=True)
-                return 0
-            run.rows = bench_app(s, cast, ceiling, run.memory) + ceiling
+            return 0
+        # Both on core 0, one idle while the other is measured.
+        ceiling_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with (
+            serve("ceiling", "ceiling:app", ceiling_env, ["--app-dir", str(BENCH)]) as top,
+            serve("app", "todoapp.main:app", env, []) as s,
+        ):
+            rows = bench_app(s, top, cast, run.memory)
+            run.rows = [r for r in rows if not r.ceiling] + [r for r in rows if r.ceiling]
             if args.profile:
                 profile(s, cast.users_path)
     except (BenchError, subprocess.TimeoutExpired, OSError, psycopg2.Error) as exc:
