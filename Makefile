@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-sqlite lint chromium serve bench bench-growth soak e2e clean cluster
+.PHONY: run test test-sqlite lint chromium openssl serve bench bench-growth soak e2e clean cluster
 
 # Debian's packages that the tests (PgBouncer, Chromium, openssl), `make cluster` and `make soak` run.
 APT_INSTALL = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -41,20 +41,22 @@ lint: $(VENV)/.dev
 ## else a throwaway one the suite starts itself (initdb in a temporary folder, a free
 ## port, stopped at the end; needs Debian's `postgresql` package, or TEST_PG_BINDIR
 ## naming a folder with initdb and pg_ctl); with neither, it stops at once saying so.
-test: lint chromium
+test: lint chromium openssl
 	@command -v pgbouncer >/dev/null || { $(APT_INSTALL) pgbouncer; }
-	@command -v openssl >/dev/null || { $(APT_INSTALL) openssl; }
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 ## test-sqlite: lint, then the SQLite half alone (--sqlite-only): every test that needs
 ## PostgreSQL is deselected (the header says so), none runs and fails or skips for lack of it
-test-sqlite: lint chromium
-	@command -v openssl >/dev/null || { $(APT_INSTALL) openssl; }
+test-sqlite: lint chromium openssl
 	$(BIN)/pytest -n 2 --dist loadgroup --sqlite-only
 
 ## chromium: Debian's Chromium for the browser tests and `make e2e`, installed when missing
 chromium:
 	@test -x /usr/bin/chromium || { $(APT_INSTALL) chromium; }
+
+## openssl: makes the certificate of the tests' TLS mail server; installed when missing
+openssl:
+	@command -v openssl >/dev/null || { $(APT_INSTALL) openssl; }
 
 ## serve: production serving, $(WORKERS) workers with uvloop and httptools; never in
 ## development: ENVIRONMENT is production unless set to another non-development name,
