@@ -92,6 +92,7 @@ HOST = "127.0.0.1"  # the only address this harness ever sends traffic to
 PG_ADMIN_DSN = f"host={HOST} port=5432 user=postgres dbname=postgres connect_timeout=5"
 DB_NAME = "todoapp_bench"
 DATABASE_URL = f"postgresql://postgres@{HOST}:5432/{DB_NAME}"
+BENCH_DSN = f"host={HOST} port=5432 user=postgres dbname={DB_NAME}"
 SEED_USERS = 1000
 SEED_TODOS = 50
 DEMO_USERS = 50
@@ -835,7 +836,7 @@ def fodder_ranges(
     an earlier run sent to that user: a delete still in flight then is never resent."""
     floors = floors or {}
     names = [s.username for s in fodder]
-    connection = psycopg2.connect(f"host={HOST} port=5432 user=postgres dbname={DB_NAME}")
+    connection = psycopg2.connect(BENCH_DSN)
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute("SELECT username, id FROM users WHERE username = ANY(%s)", (names,))
@@ -976,18 +977,24 @@ def feed_for(scenario: Scenario, cast: Cast, *, app: Server | None, bound_rps: f
     return Feed(cast.users_path)
 
 
+def run_seconds(connections: int) -> int:
+    """How long a scenario's run lasts at that many connections (its warm-up aside).
+
+    At STALL_CONNECTIONS a run outlasts wrk's timeout: a request unanswered that long is
+    a timeout error, so a run without answers is a stall, never only a short run.
+    Elsewhere the ceiling and the app take turns (see bench_app), each turn a share.
+    """
+    if connections == STALL_CONNECTIONS:
+        return max(DURATION, STALL_MIN_SECONDS)
+    return max(1, DURATION // TURNS)
+
+
 def run_scenario(
     server: Server, scenario: Scenario, connections: int, feed: Feed, *, ceiling: bool
 ) -> tuple[Result, int]:
     label = f"ceiling: {scenario.label}" if ceiling else scenario.label
     threads = connections if scenario.per_connection else 1
-    # At STALL_CONNECTIONS a run outlasts wrk's timeout: a request unanswered that long
-    # is a timeout error, so a run without answers is a stall, never only a short run.
-    # Elsewhere the ceiling and the app take turns (see bench_app), each turn a share.
-    if connections == STALL_CONNECTIONS:
-        seconds = max(DURATION, STALL_MIN_SECONDS)
-    else:
-        seconds = max(1, DURATION // TURNS)
+    seconds = run_seconds(connections)
     row, seen = measure(
         server, label, scenario.script, connections, feed=feed, threads=threads, seconds=seconds
     )
@@ -1075,7 +1082,7 @@ def bench_app(server: Server, top: Server, cast: Cast, memory: Memory) -> list[R
                 if isinstance(feed, DeleteFeed):
                     feed.bound_rps = max(row.rps for row in tops)
                     if turn == 0:
-                        make_fodder(cast, feed.bound_rps, TURNS)
+                        make_fodder(cast, feed.bound_rps, connections, TURNS)
                 row, seen = run_scenario(server, scenario, connections, feed, ceiling=False)
                 apps.append(row)
                 listed += seen if scenario is LIST else 0
@@ -1087,7 +1094,7 @@ def bench_app(server: Server, top: Server, cast: Cast, memory: Memory) -> list[R
         if scenario.at_stall:
             if isinstance(feed, DeleteFeed):
                 feed.bound_rps = delete_bound(ceiling, STALL_CONNECTIONS)
-                make_fodder(cast, feed.bound_rps, 1)
+                make_fodder(cast, feed.bound_rps, STALL_CONNECTIONS, 1)
             row, seen = run_scenario(server, scenario, STALL_CONNECTIONS, feed, ceiling=False)
             rows.append(row)
             listed += seen if scenario is LIST else 0
@@ -1162,14 +1169,14 @@ def kept(turns: list[Result]) -> Result:
     return wrong[0] if wrong else max(turns, key=lambda row: row.rps)
 
 
-def make_fodder(cast: Cast, bound_rps: float, runs: int) -> None:
-    """The todos that `runs` DELETE runs of the app will delete at most, made before the
-    first of them (each run tops them up if it needs more), then vacuumed and analysed:
-    the inserts do not set off autovacuum in the middle of a run."""
+def make_fodder(cast: Cast, bound_rps: float, connections: int, runs: int) -> None:
+    """The todos that `runs` DELETE runs of the app at that many connections will delete
+    at most, made before the first of them (each run tops them up if it needs more),
+    then vacuumed and analysed: the inserts do not set off autovacuum in a run."""
     made = time.monotonic()
-    total = bound_rps * (DURATION + WARMUP) * FODDER_MARGIN * runs
+    total = bound_rps * (run_seconds(connections) + WARMUP) * FODDER_MARGIN * runs
     fodder_ranges(cast.fodder, math.ceil(total / FODDER_USERS) + FODDER_SPARE)
-    connection = psycopg2.connect(f"host={HOST} port=5432 user=postgres dbname={DB_NAME}")
+    connection = psycopg2.connect(BENCH_DSN)
     try:
         connection.autocommit = True  # VACUUM runs outside a transaction
         with connection.cursor() as cursor:
@@ -1339,7 +1346,8 @@ def check(run: Run, quick: bool = False) -> list[str]:
         if row.non2xx or row.errors
     ]
     problems += [
-        f"{row.scenario} at c={row.connections}: no response at all in {DURATION} s"
+        f"{row.scenario} at c={row.connections}: no response at all in "
+        f"{run_seconds(row.connections)} s"
         for row in scenarios
         if row.requests == 0
     ]
@@ -1463,9 +1471,9 @@ def report(run: Run, problems: list[str], quick: bool = False) -> str:
         f"unpinned. Database {DB_NAME}: {SEED_USERS} users x {SEED_TODOS} todos, seeded in "
         f"{run.seed_seconds:.1f} s ({run.seed_output}).",
         f"Each row at {' and '.join(map(str, CONNECTIONS))} connections: the best of "
-        f"{TURNS} turns of {max(1, DURATION // TURNS)} s, the ceiling's and the app's "
+        f"{TURNS} turns of {run_seconds(CONNECTIONS[0])} s, the ceiling's and the app's "
         f"alternating (a turn with a wrong status or an error is the one shown); at "
-        f"{STALL_CONNECTIONS}: one run of {max(DURATION, STALL_MIN_SECONDS)} s; each "
+        f"{STALL_CONNECTIONS}: one run of {run_seconds(STALL_CONNECTIONS)} s; each "
         f"after a {WARMUP} s warm-up, wrk timeout {WRK_TIMEOUT} "
         "(a request unanswered that long counts as an error). 'req/s': right answers "
         "per second (the route's own status: 200, 201 or 204); any other status is "
