@@ -212,3 +212,51 @@ CREATE TRIGGER todo_counts_delete AFTER DELETE ON todos
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION todo_counts_follow();
 CREATE TRIGGER todo_counts_truncate AFTER TRUNCATE ON todos
     FOR EACH STATEMENT EXECUTE FUNCTION todo_counts_truncated();
+
+-- How many users there are per stripe of users (id mod 16), role and is_active: every
+-- user's total (for /admin/users) in at most 64 rows. Kept exact by the triggers below.
+CREATE TABLE user_totals (
+    stripe    integer NOT NULL,
+    role      varchar(45) NOT NULL,
+    is_active boolean NOT NULL,
+    users     integer NOT NULL,
+    CONSTRAINT user_totals_pkey PRIMARY KEY (stripe, role, is_active)
+);
+
+CREATE FUNCTION user_totals_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- The user leaves its old (stripe, role, is_active), then joins its new one. A
+    -- decrement only ever meets an existing row.
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE user_totals SET users = users - 1
+        WHERE stripe = mod(OLD.id, 16) AND role = OLD.role AND is_active = OLD.is_active;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO user_totals AS t (stripe, role, is_active, users)
+        VALUES (mod(NEW.id, 16), NEW.role, NEW.is_active, 1)
+        ON CONFLICT (stripe, role, is_active) DO UPDATE SET users = t.users + 1;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION user_totals_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- TRUNCATE users fires no DELETE trigger: every total goes with the users.
+    DELETE FROM user_totals;
+    RETURN NULL;
+END
+$$;
+
+-- Row by row (users are written one at a time); an UPDATE that changes neither role
+-- nor is_active (a login, a password change) does not fire it.
+CREATE TRIGGER user_totals_insert AFTER INSERT ON users
+    FOR EACH ROW EXECUTE FUNCTION user_totals_follow();
+CREATE TRIGGER user_totals_update AFTER UPDATE OF id, role, is_active ON users
+    FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id OR OLD.role IS DISTINCT FROM NEW.role
+        OR OLD.is_active IS DISTINCT FROM NEW.is_active)
+    EXECUTE FUNCTION user_totals_follow();
+CREATE TRIGGER user_totals_delete AFTER DELETE ON users
+    FOR EACH ROW EXECUTE FUNCTION user_totals_follow();
+CREATE TRIGGER user_totals_truncate AFTER TRUNCATE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION user_totals_truncated();

@@ -55,6 +55,26 @@ def assert_exact(connection: Connection | Session) -> None:
         assert negative.scalar() == 0, table
 
 
+# Every user's, per stripe of users, role and is_active (migration 0010).
+USER_TOTALS_KEPT = (
+    "SELECT stripe, role, is_active, users FROM user_totals WHERE users <> 0 ORDER BY 1, 2, 3"
+)
+USER_TOTALS_COUNTED = (
+    "SELECT id % 16, role, is_active, count(*) FROM users GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+)
+
+
+def assert_users_exact(connection: Connection | Session) -> None:
+    """user_totals holds what counting the users gives."""
+    kept = [tuple(row) for row in connection.execute(text(USER_TOTALS_KEPT))]
+    counted = [tuple(row) for row in connection.execute(text(USER_TOTALS_COUNTED))]
+    assert [(s, r, bool(a), n) for s, r, a, n in kept] == [
+        (s, r, bool(a), n) for s, r, a, n in counted
+    ]
+    negative = connection.execute(text("SELECT count(*) FROM user_totals WHERE users < 0"))
+    assert negative.scalar() == 0
+
+
 def create(client: TestClient, account: Account, **fields: Any) -> dict[str, Any]:
     body = {"title": "t", "priority": 3, **fields}
     response = client.post("/todos", json=body, headers=account.headers)
@@ -249,5 +269,94 @@ def test_the_migration_counts_the_todos_already_there(empty_database_url: str) -
             assert_exact(connection)
             total = connection.execute(text("SELECT sum(todos) FROM todo_counts")).scalar()
             assert total == 4
+    finally:
+        engine.dispose()
+
+
+def test_user_totals_follow_every_kind_of_write(
+    client: TestClient, db: Session, alice: Account, bob: Account, admin: Account
+) -> None:
+    assert_users_exact(db)
+    others = [make_account(client, f"user{n}") for n in range(5)]
+    assert_users_exact(db)
+    # An admin's changes of role and active flag move a user between totals.
+    for account, change in (
+        (alice, {"role": "admin"}),
+        (bob, {"is_active": False}),
+        (others[0], {"role": "admin", "is_active": False}),
+        (alice, {"role": "user"}),
+        (bob, {"is_active": True}),
+        (others[1], {"role": "user"}),  # no change at all
+    ):
+        path = f"/admin/users/{account.id}"
+        assert client.patch(path, json=change, headers=admin.headers).status_code == 200
+        assert_users_exact(db)
+    # Writes that change neither (a password change, a logout, a profile edit).
+    body = {"current_password": others[2].password, "new_password": "another-password-1"}
+    changed = client.put("/users/me/password", json=body, headers=others[2].headers)
+    assert changed.status_code == 204
+    edited = client.patch("/users/me", json={"firstname": "Ada"}, headers=others[3].headers)
+    assert edited.status_code == 200
+    assert_users_exact(db)
+    # Deletions, by the user and by an admin.
+    assert client.delete("/users/me", headers=others[4].headers).status_code == 204
+    assert client.delete(f"/admin/users/{bob.id}", headers=admin.headers).status_code == 204
+    assert_users_exact(db)
+
+
+def test_admin_user_totals_are_exact_for_every_filter(
+    client: TestClient, alice: Account, bob: Account, admin: Account
+) -> None:
+    for n in range(6):
+        account = make_account(client, f"member{n}")
+        if n % 2:
+            change = {"is_active": False}
+            client.patch(f"/admin/users/{account.id}", json=change, headers=admin.headers)
+    client.patch(f"/admin/users/{alice.id}", json={"role": "admin"}, headers=admin.headers)
+    everyone = client.get("/admin/users?limit=100", headers=admin.headers).json()["items"]
+    assert len(everyone) == 9
+    for query, keep in (
+        ("", lambda u: True),
+        ("role=admin", lambda u: u["role"] == "admin"),
+        ("is_active=false", lambda u: not u["is_active"]),
+        ("role=user&is_active=true", lambda u: u["role"] == "user" and u["is_active"]),
+        ("q=member", lambda u: "member" in u["username"]),
+    ):
+        page = client.get(f"/admin/users?limit=2&{query}", headers=admin.headers).json()
+        assert page["total"] == sum(1 for u in everyone if keep(u)), query
+
+
+def test_a_truncate_of_the_users_takes_their_totals_along(pg_backend: Backend) -> None:
+    users = text(
+        "INSERT INTO users (email, username, hash_password, role) "
+        "SELECT n || '@example.com', 'u' || n, 'x', CASE WHEN n % 7 = 0 THEN 'admin' "
+        "ELSE 'user' END FROM generate_series(1, 40) AS n"
+    )
+    with pg_backend.plain.begin() as connection:
+        connection.execute(users)
+        assert_users_exact(connection)
+        assert connection.execute(text("SELECT sum(users) FROM user_totals")).scalar() == 40
+        connection.execute(text("TRUNCATE users CASCADE"))
+        assert connection.execute(text("SELECT count(*) FROM user_totals")).scalar() == 0
+
+
+def test_the_migration_counts_the_users_already_there(empty_database_url: str) -> None:
+    migrate(empty_database_url, "0009")
+    engine = create_engine(database_url(empty_database_url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (email, username, hash_password, role, is_active) "
+                    "VALUES ('a@example.com', 'ada', 'x', 'admin', true), "
+                    "('b@example.com', 'bob', 'x', 'user', false), "
+                    "('c@example.com', 'cy', 'x', 'user', true)"
+                )
+            )
+        migrate(empty_database_url)
+        with engine.connect() as connection:
+            assert_users_exact(connection)
+            total = connection.execute(text("SELECT sum(users) FROM user_totals")).scalar()
+            assert total == 3
     finally:
         engine.dispose()

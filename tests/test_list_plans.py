@@ -11,7 +11,7 @@ from sqlalchemy import Engine, Select, create_engine, text
 from tests.conftest import create_pg_database, drop_pg_database, migrate
 from todoapp import fastlane
 from todoapp.database import database_url
-from todoapp.services import todos
+from todoapp.services import todos, users
 
 pytestmark = pytest.mark.postgres_only
 
@@ -150,3 +150,15 @@ def test_an_owners_search_is_counted_through_the_index_led_by_the_owner(
     found = plan(big_database, count, params)
     assert "ix_todos_owner_search" in found, found
     assert "(owner_id = 1) AND" in found, found  # the owner is in the index condition
+
+
+@pytest.mark.parametrize(("role", "is_active"), [(False, False), (True, False), (True, True)])
+def test_the_admin_users_total_reads_the_kept_totals_not_the_users(
+    big_database: Engine, role: bool, is_active: bool
+) -> None:
+    # Migration 0010: /admin/users' total sums at most 64 rows of user_totals, however
+    # many users there are; only a search counts users.
+    count = users._user_count(role, is_active)
+    found = plan(big_database, count, {"role": "user", "is_active": True})
+    assert "on user_totals" in found, found
+    assert "on users" not in found, found

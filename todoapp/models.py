@@ -190,6 +190,19 @@ class TodoTotal(Base):
     todos: Mapped[int] = mapped_column(Integer)
 
 
+class UserTotal(Base):
+    """How many users there are for each (role, is_active), per stripe of users
+    (id % 16): at most 64 rows, kept exact by triggers on users (migration 0010), read
+    for /admin/users' total."""
+
+    __tablename__ = "user_totals"
+
+    stripe: Mapped[int] = mapped_column(Integer, primary_key=True)
+    role: Mapped[str] = mapped_column(String(45), primary_key=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    users: Mapped[int] = mapped_column(Integer)
+
+
 @event.listens_for(User, "before_update")
 @event.listens_for(Todo, "before_update")
 def _bump_version(_mapper: Any, _connection: Any, target: User | Todo) -> None:

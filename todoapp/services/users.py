@@ -18,6 +18,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     or_,
     select,
     true,
@@ -39,7 +40,7 @@ from todoapp.errors import (
     PermissionDenied,
     PreconditionFailed,
 )
-from todoapp.models import Todo, User, UserSession, UtcDateTime
+from todoapp.models import Todo, User, UserSession, UserTotal, UtcDateTime
 from todoapp.prepared import PREPARED, all_rows, first_row
 from todoapp.services import mail, sessions
 from todoapp.services.paging import (
@@ -643,7 +644,11 @@ def _user_statements(
     if after_cursor:
         page = page.where(User.id > bindparam("after_id"))
     page = page.order_by(User.id).limit(bindparam("limit")).offset(bindparam("offset"))
-    count = select(func.count()).select_from(User).where(*conditions)
+    count = (  # a search counts the matching users; else the totals kept say how many
+        select(func.count()).select_from(User).where(*conditions)
+        if search
+        else _user_count(role, is_active)
+    )
     folded = counted_in_page(after_cursor, search)
     statement = behind_token_check(
         page, lambda rows: [rows.c.id], admin=True, total=count if folded else None
@@ -651,6 +656,18 @@ def _user_statements(
     if not (role or is_active or search):
         statement = statement.execution_options(**PREPARED)  # planned alike for any values
     return statement, None if folded else count
+
+
+def _user_count(role: bool, is_active: bool) -> Select[Any]:
+    """How many users meet the filters, from the totals the database keeps (user_totals:
+    at most 64 rows, however many users)."""
+    conditions: list[Any] = []
+    if role:
+        conditions.append(UserTotal.role == bindparam("role"))
+    if is_active:
+        conditions.append(UserTotal.is_active == bindparam("is_active"))
+    # The 0 written into the SQL, not bound (as services.todos does for todo totals).
+    return select(func.coalesce(func.sum(UserTotal.users), literal_column("0"))).where(*conditions)
 
 
 def list_users(db: Connection, caller: Caller, query: UserQuery, window: Window) -> Found[Any]:
