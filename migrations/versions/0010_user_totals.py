@@ -10,7 +10,10 @@ Row-level triggers on both databases: users are written one at a time (a registr
 an admin's change, a deletion), and an UPDATE trigger with a column list and a WHEN
 condition costs nothing to the many updates of a user that change neither `role` nor
 `is_active` (a login, a password change, a verification). Stripes, as for
-`todo_totals`, so that concurrent registrations seldom wait for the same row. On
+`todo_totals`, so that concurrent registrations seldom wait for the same row. A
+change of role or active flag moves a user between two rows (one decrement, one
+increment); such changes are made by an admin (users.admin_update_user), which first
+locks every active admin, so two of them never take those rows in opposite orders. On
 PostgreSQL a TRUNCATE of users (which fires no DELETE trigger) empties the totals.
 
 Revision ID: 0010
