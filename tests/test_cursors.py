@@ -43,6 +43,10 @@ def expected_order(todos: list[dict[str, Any]], sort: str) -> list[int]:
 
     def key(todo: dict[str, Any]) -> Any:
         value = todo[field]
+        if field == "created_at":
+            # As instants, not as text: a time on a whole second is written without
+            # its fraction ("...:34Z"), which as text sorts after "...:34.5Z".
+            return datetime.fromisoformat(value)
         return value.lower() if field == "title" else value
 
     by_id = sorted(todos, key=lambda t: t["id"])
