@@ -225,13 +225,27 @@ CREATE TABLE user_totals (
 
 CREATE FUNCTION user_totals_follow() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    -- The user leaves its old (stripe, role, is_active), then joins its new one. A
-    -- decrement only ever meets an existing row.
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        UPDATE user_totals SET users = users - 1
-        WHERE stripe = mod(OLD.id, 16) AND role = OLD.role AND is_active = OLD.is_active;
+    -- The user joins its new (stripe, role, is_active) and leaves its old one, the row
+    -- with the lower key first, as every writer takes them: two users moving between
+    -- the same two rows in opposite directions never wait for each other in a circle.
+    -- A decrement only ever meets an existing row.
+    IF TG_OP = 'UPDATE' AND ROW(mod(NEW.id, 16), NEW.role, NEW.is_active)
+            = ROW(mod(OLD.id, 16), OLD.role, OLD.is_active) THEN
+        RETURN NULL;  -- a new id in the same stripe: the same row
     END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND ROW(mod(NEW.id, 16), NEW.role, NEW.is_active)
+            < ROW(mod(OLD.id, 16), OLD.role, OLD.is_active)) THEN
+        INSERT INTO user_totals AS t (stripe, role, is_active, users)
+        VALUES (mod(NEW.id, 16), NEW.role, NEW.is_active, 1)
+        ON CONFLICT (stripe, role, is_active) DO UPDATE SET users = t.users + 1;
+        IF TG_OP = 'INSERT' THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    UPDATE user_totals SET users = users - 1
+    WHERE stripe = mod(OLD.id, 16) AND role = OLD.role AND is_active = OLD.is_active;
+    IF TG_OP = 'UPDATE' AND ROW(mod(NEW.id, 16), NEW.role, NEW.is_active)
+            > ROW(mod(OLD.id, 16), OLD.role, OLD.is_active) THEN
         INSERT INTO user_totals AS t (stripe, role, is_active, users)
         VALUES (mod(NEW.id, 16), NEW.role, NEW.is_active, 1)
         ON CONFLICT (stripe, role, is_active) DO UPDATE SET users = t.users + 1;

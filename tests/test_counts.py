@@ -286,7 +286,7 @@ def test_user_totals_follow_every_kind_of_write(
         (others[0], {"role": "admin", "is_active": False}),
         (alice, {"role": "user"}),
         (bob, {"is_active": True}),
-        (others[1], {"role": "user"}),  # no change at all
+        (others[1], {"role": "user"}),  # already a user: nothing is written
     ):
         path = f"/admin/users/{account.id}"
         assert client.patch(path, json=change, headers=admin.headers).status_code == 200
@@ -311,8 +311,12 @@ def test_admin_user_totals_are_exact_for_every_filter(
         account = make_account(client, f"member{n}")
         if n % 2:
             change = {"is_active": False}
-            client.patch(f"/admin/users/{account.id}", json=change, headers=admin.headers)
-    client.patch(f"/admin/users/{alice.id}", json={"role": "admin"}, headers=admin.headers)
+            path = f"/admin/users/{account.id}"
+            assert client.patch(path, json=change, headers=admin.headers).status_code == 200
+    promoted = client.patch(
+        f"/admin/users/{alice.id}", json={"role": "admin"}, headers=admin.headers
+    )
+    assert promoted.status_code == 200
     everyone = client.get("/admin/users?limit=100", headers=admin.headers).json()["items"]
     assert len(everyone) == 9
     for query, keep in (
@@ -338,6 +342,56 @@ def test_a_truncate_of_the_users_takes_their_totals_along(pg_backend: Backend) -
         assert connection.execute(text("SELECT sum(users) FROM user_totals")).scalar() == 40
         connection.execute(text("TRUNCATE users CASCADE"))
         assert connection.execute(text("SELECT count(*) FROM user_totals")).scalar() == 0
+
+
+def test_user_totals_follow_id_changes_and_raw_sql(backend: Backend) -> None:
+    # What an operator might do in SQL: the triggers keep the totals whatever the path.
+    with backend.plain.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO users (email, username, hash_password, role, is_active) VALUES "
+                "('a@example.com', 'a', 'x', 'user', true), "
+                "('b@example.com', 'b', 'x', 'admin', true), "
+                "('c@example.com', 'c', 'x', 'user', false)"
+            )
+        )
+    for change in (
+        "UPDATE users SET id = id + 16 WHERE username = 'a'",  # the same stripe
+        "UPDATE users SET id = id + 101 WHERE username = 'b'",  # another stripe
+        "UPDATE users SET role = 'admin', is_active = true WHERE username = 'c'",
+        "UPDATE users SET role = CASE role WHEN 'admin' THEN 'user' ELSE 'admin' END",
+        "UPDATE users SET is_active = NOT is_active WHERE username <> 'b'",
+        "DELETE FROM users WHERE username = 'a'",
+    ):
+        with backend.plain.begin() as connection:
+            connection.execute(text(change))
+            assert_users_exact(connection)
+
+
+def test_an_update_that_keeps_role_and_active_flag_does_not_touch_the_totals(
+    pg_backend: Backend,
+) -> None:
+    # A login's or a password change's UPDATE of users fires no trigger (a column list
+    # and a WHEN): user_totals is not written at all, not merely left with equal sums.
+    written = text(
+        "SELECT pg_stat_get_xact_tuples_inserted('user_totals'::regclass) "
+        "+ pg_stat_get_xact_tuples_updated('user_totals'::regclass)"
+    )
+    with pg_backend.plain.begin() as connection:
+        connection.execute(
+            text("INSERT INTO users (email, username, hash_password) VALUES ('a@x.org', 'a', 'x')")
+        )
+    with pg_backend.plain.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE users SET token_version = token_version + 1, hash_password = 'y', "
+                "role = role, is_active = is_active"
+            )
+        )
+        assert connection.execute(written).scalar() == 0
+        connection.execute(text("UPDATE users SET role = 'admin'"))
+        assert connection.execute(written).scalar() == 2  # one row joined, one left
+        assert_users_exact(connection)
 
 
 def test_the_migration_counts_the_users_already_there(empty_database_url: str) -> None:

@@ -11,10 +11,12 @@ an admin's change, a deletion), and an UPDATE trigger with a column list and a W
 condition costs nothing to the many updates of a user that change neither `role` nor
 `is_active` (a login, a password change, a verification). Stripes, as for
 `todo_totals`, so that concurrent registrations seldom wait for the same row. A
-change of role or active flag moves a user between two rows (one decrement, one
-increment); such changes are made by an admin (users.admin_update_user), which first
-locks every active admin, so two of them never take those rows in opposite orders. On
-PostgreSQL a TRUNCATE of users (which fires no DELETE trigger) empties the totals.
+change of role or active flag moves a user between two rows (one increment, one
+decrement), taken in key order on PostgreSQL, so that two users moving in opposite
+directions never deadlock (an admin's changes are serialised anyway: see
+users.admin_update_user; the CLI's promote is not). On PostgreSQL a TRUNCATE of users
+(which fires no DELETE trigger) empties the totals. On SQLite, as for todo_counts, a
+REPLACE that deletes a user row fires no DELETE trigger: the app never writes one.
 
 Revision ID: 0010
 Revises: 0009
@@ -37,13 +39,27 @@ POSTGRESQL_FUNCTIONS = [
     """
 CREATE FUNCTION user_totals_follow() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    -- The user leaves its old (stripe, role, is_active), then joins its new one. A
-    -- decrement only ever meets an existing row.
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        UPDATE user_totals SET users = users - 1
-        WHERE stripe = mod(OLD.id, 16) AND role = OLD.role AND is_active = OLD.is_active;
+    -- The user joins its new (stripe, role, is_active) and leaves its old one, the row
+    -- with the lower key first, as every writer takes them: two users moving between
+    -- the same two rows in opposite directions never wait for each other in a circle.
+    -- A decrement only ever meets an existing row.
+    IF TG_OP = 'UPDATE' AND ROW(mod(NEW.id, 16), NEW.role, NEW.is_active)
+            = ROW(mod(OLD.id, 16), OLD.role, OLD.is_active) THEN
+        RETURN NULL;  -- a new id in the same stripe: the same row
     END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND ROW(mod(NEW.id, 16), NEW.role, NEW.is_active)
+            < ROW(mod(OLD.id, 16), OLD.role, OLD.is_active)) THEN
+        INSERT INTO user_totals AS t (stripe, role, is_active, users)
+        VALUES (mod(NEW.id, 16), NEW.role, NEW.is_active, 1)
+        ON CONFLICT (stripe, role, is_active) DO UPDATE SET users = t.users + 1;
+        IF TG_OP = 'INSERT' THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    UPDATE user_totals SET users = users - 1
+    WHERE stripe = mod(OLD.id, 16) AND role = OLD.role AND is_active = OLD.is_active;
+    IF TG_OP = 'UPDATE' AND ROW(mod(NEW.id, 16), NEW.role, NEW.is_active)
+            > ROW(mod(OLD.id, 16), OLD.role, OLD.is_active) THEN
         INSERT INTO user_totals AS t (stripe, role, is_active, users)
         VALUES (mod(NEW.id, 16), NEW.role, NEW.is_active, 1)
         ON CONFLICT (stripe, role, is_active) DO UPDATE SET users = t.users + 1;
