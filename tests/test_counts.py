@@ -373,25 +373,27 @@ def test_an_update_that_keeps_role_and_active_flag_does_not_touch_the_totals(
 ) -> None:
     # A login's or a password change's UPDATE of users fires no trigger (a column list
     # and a WHEN): user_totals is not written at all, not merely left with equal sums.
+    # This backend's row counts for the table, taken within one transaction (they are
+    # kept since the last report to the statistics, which never falls inside one).
     written = text(
         "SELECT pg_stat_get_xact_tuples_inserted('user_totals'::regclass) "
         "+ pg_stat_get_xact_tuples_updated('user_totals'::regclass)"
     )
-    with pg_backend.plain.begin() as connection:
-        connection.execute(
-            text("INSERT INTO users (email, username, hash_password) VALUES ('a@x.org', 'a', 'x')")
+    with pg_backend.plain.connect() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO users (email, username, hash_password) VALUES ('a@x.org', 'a', 'x')"
         )
-    with pg_backend.plain.begin() as connection:
-        connection.execute(
-            text(
-                "UPDATE users SET token_version = token_version + 1, hash_password = 'y', "
-                "role = role, is_active = is_active"
-            )
+        connection.exec_driver_sql("BEGIN")  # the engine is in autocommit: one by hand
+        before = connection.execute(written).scalar_one()
+        connection.exec_driver_sql(
+            "UPDATE users SET token_version = token_version + 1, hash_password = 'y', "
+            "role = role, is_active = is_active"
         )
-        assert connection.execute(written).scalar() == 0
-        connection.execute(text("UPDATE users SET role = 'admin'"))
-        assert connection.execute(written).scalar() == 2  # one row joined, one left
+        assert connection.execute(written).scalar_one() == before
+        connection.exec_driver_sql("UPDATE users SET role = 'admin'")
+        assert connection.execute(written).scalar_one() == before + 2  # joined one, left one
         assert_users_exact(connection)
+        connection.exec_driver_sql("COMMIT")
 
 
 def test_the_migration_counts_the_users_already_there(empty_database_url: str) -> None:
