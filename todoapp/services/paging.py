@@ -91,6 +91,11 @@ def found(
     return Found(items, count(), next_cursor)
 
 
+# A total's 0 when no kept count row matches (todo and user totals), written into the
+# SQL, not bound: the fast lane binds only the parameters it names.
+ZERO: ColumnElement[int] = literal_column("0")
+
+
 # Timestamps written by PostgreSQL as pydantic writes them in JSON: UTC as "Z", the
 # fraction of a second in six digits, none when it is zero ("2026-01-02T03:04:05.466500Z",
 # "2026-01-02T03:04:05Z"). Read as text, they go into an answer as they are: no datetime

@@ -18,7 +18,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal_column,
     or_,
     select,
     true,
@@ -35,6 +34,7 @@ from todoapp.models import Todo, TodoCount, TodoTotal, User, UserSession, utcnow
 from todoapp.prepared import PREPARED, first_row
 from todoapp.services import users
 from todoapp.services.paging import (
+    ZERO,
     Found,
     Scalar,
     Window,
@@ -176,10 +176,6 @@ def _statements(
     return _page(conditions, sort, after_cursor=after_cursor), count
 
 
-# Written into the SQL, not bound: the fast lane binds only the parameters it names.
-_ZERO: ColumnElement[int] = literal_column("0")
-
-
 def _counted(owner: bool, complete: bool, priority: bool) -> Select[int]:
     """How many todos meet the filters, from the counts the database keeps: an owner's
     from todo_counts (at most ten rows an owner, however many todos they hold), every
@@ -192,7 +188,7 @@ def _counted(owner: bool, complete: bool, priority: bool) -> Select[int]:
         conditions.append(counts.complete == bindparam("complete"))
     if priority:
         conditions.append(counts.priority == bindparam("priority"))
-    return select(func.coalesce(func.sum(counts.todos), _ZERO)).where(*conditions)
+    return select(func.coalesce(func.sum(counts.todos), ZERO)).where(*conditions)
 
 
 def _key_of(sort: str, row: Mapping[Any, Any]) -> list[Scalar]:
@@ -308,7 +304,7 @@ def first_page_with_token_check() -> Select[*tuple[Any, ...]]:
     """
     page = _page([Todo.owner_id == User.id], "id").lateral("page")
     total = (
-        select(func.coalesce(func.sum(TodoCount.todos), _ZERO))
+        select(func.coalesce(func.sum(TodoCount.todos), ZERO))
         .where(TodoCount.owner_id == bindparam("user_id"))
         .scalar_subquery()
     )

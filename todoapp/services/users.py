@@ -18,7 +18,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal_column,
     or_,
     select,
     true,
@@ -44,6 +43,7 @@ from todoapp.models import Todo, User, UserSession, UserTotal, UtcDateTime
 from todoapp.prepared import PREPARED, all_rows, first_row
 from todoapp.services import mail, sessions
 from todoapp.services.paging import (
+    ZERO,
     Found,
     Scalar,
     Window,
@@ -666,8 +666,7 @@ def _user_count(role: bool, is_active: bool) -> Select[Any]:
         conditions.append(UserTotal.role == bindparam("role"))
     if is_active:
         conditions.append(UserTotal.is_active == bindparam("is_active"))
-    # The 0 written into the SQL, not bound (as services.todos does for todo totals).
-    return select(func.coalesce(func.sum(UserTotal.users), literal_column("0"))).where(*conditions)
+    return select(func.coalesce(func.sum(UserTotal.users), ZERO)).where(*conditions)
 
 
 def list_users(db: Connection, caller: Caller, query: UserQuery, window: Window) -> Found[Any]:
