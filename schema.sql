@@ -224,28 +224,31 @@ CREATE TABLE user_totals (
 );
 
 CREATE FUNCTION user_totals_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    -- Whether the user joins its new (stripe, role, is_active) before it leaves its old
+    -- one: the row with the lower key first, as every writer takes them, so that two
+    -- users moving between the same two rows in opposite directions never wait for each
+    -- other in a circle. A decrement only ever meets an existing row.
+    join_first boolean := TG_OP = 'INSERT';
 BEGIN
-    -- The user joins its new (stripe, role, is_active) and leaves its old one, the row
-    -- with the lower key first, as every writer takes them: two users moving between
-    -- the same two rows in opposite directions never wait for each other in a circle.
-    -- A decrement only ever meets an existing row.
-    IF TG_OP = 'UPDATE' AND ROW(mod(NEW.id, 16), NEW.role, NEW.is_active)
-            = ROW(mod(OLD.id, 16), OLD.role, OLD.is_active) THEN
-        RETURN NULL;  -- a new id in the same stripe: the same row
+    IF TG_OP = 'UPDATE' THEN
+        IF ROW(mod(NEW.id, 16), NEW.role, NEW.is_active)
+                = ROW(mod(OLD.id, 16), OLD.role, OLD.is_active) THEN
+            RETURN NULL;  -- a new id in the same stripe: the same row
+        END IF;
+        join_first := ROW(mod(NEW.id, 16), NEW.role, NEW.is_active)
+            < ROW(mod(OLD.id, 16), OLD.role, OLD.is_active);
     END IF;
-    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND ROW(mod(NEW.id, 16), NEW.role, NEW.is_active)
-            < ROW(mod(OLD.id, 16), OLD.role, OLD.is_active)) THEN
+    IF join_first THEN
         INSERT INTO user_totals AS t (stripe, role, is_active, users)
         VALUES (mod(NEW.id, 16), NEW.role, NEW.is_active, 1)
         ON CONFLICT (stripe, role, is_active) DO UPDATE SET users = t.users + 1;
-        IF TG_OP = 'INSERT' THEN
-            RETURN NULL;
-        END IF;
     END IF;
-    UPDATE user_totals SET users = users - 1
-    WHERE stripe = mod(OLD.id, 16) AND role = OLD.role AND is_active = OLD.is_active;
-    IF TG_OP = 'UPDATE' AND ROW(mod(NEW.id, 16), NEW.role, NEW.is_active)
-            > ROW(mod(OLD.id, 16), OLD.role, OLD.is_active) THEN
+    IF TG_OP <> 'INSERT' THEN
+        UPDATE user_totals SET users = users - 1
+        WHERE stripe = mod(OLD.id, 16) AND role = OLD.role AND is_active = OLD.is_active;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NOT join_first THEN
         INSERT INTO user_totals AS t (stripe, role, is_active, users)
         VALUES (mod(NEW.id, 16), NEW.role, NEW.is_active, 1)
         ON CONFLICT (stripe, role, is_active) DO UPDATE SET users = t.users + 1;
